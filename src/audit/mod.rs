@@ -1,0 +1,267 @@
+//! The tamper-evident audit log. Guarantees:
+//! - an entry is appended inside the transaction of the change it records, so both commit
+//!   or neither does (callers pass their transaction);
+//! - entries carry one gap-free sequence kept by the database (the head row is locked by
+//!   the appending transaction), whatever the number of gateway nodes;
+//! - entries are the leaves of an RFC 6962 Merkle tree; signed checkpoints (C2SP
+//!   tlog-checkpoint, Ed25519) commit to its root every N entries or T seconds;
+//! - subject references are keyed hashes under an audit-only key, never raw identifiers.
+pub mod checkpoint;
+mod entry;
+pub mod merkle;
+mod verify;
+
+pub use entry::{Entry, NewEntry, Outcome};
+pub use verify::{VerifyError, VerifyFailure, VerifyReport, verify};
+
+use std::sync::Arc;
+
+use sea_orm::ConnectionTrait;
+
+use crate::crypto::{KeyKind, KeyringError, SharedKeyring};
+use crate::domain::Clock;
+use crate::store::{self, Db, StoreError, audit::CheckpointRow, audit::HeadRow};
+use checkpoint::Checkpoint;
+use merkle::{Frontier, Hash};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("the audit log cannot be written: {0}")]
+    Store(#[from] StoreError),
+    #[error("the audit log cannot be signed: {0}")]
+    Keyring(#[from] KeyringError),
+    #[error("the stored audit head is corrupt")]
+    CorruptHead,
+    #[error("tree size {size} is beyond the log's {head} entries")]
+    BeyondHead { size: u64, head: u64 },
+    #[error("{0}")]
+    BadRange(String),
+}
+
+/// The public half of a checkpoint key, for auditors who verify outside the gateway.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CheckpointKey {
+    pub name: String,
+    pub version: i32,
+    pub public_key: Vec<u8>,
+    pub verifier_key: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    keyring: SharedKeyring,
+    clock: Arc<dyn Clock>,
+    origin: String,
+    checkpoint_every: u64,
+}
+
+impl AuditLog {
+    pub fn new(
+        keyring: SharedKeyring,
+        clock: Arc<dyn Clock>,
+        origin: String,
+        checkpoint_every: u64,
+    ) -> Self {
+        Self {
+            keyring,
+            clock,
+            origin,
+            checkpoint_every: checkpoint_every.max(1),
+        }
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// A keyed, versioned reference to a subject for the log: `as<version>.<hex>`.
+    pub fn subject_ref(&self, subject_id: &str) -> Result<String, AuditError> {
+        let keyring = self.keyring.get();
+        let key = keyring.current(KeyKind::AuditSubject)?;
+        let mac = crate::crypto::hmac_sha256(key.material(), subject_id.as_bytes());
+        Ok(format!("as{}.{}", key.version, hex::encode(&mac[..16])))
+    }
+
+    /// Appends one entry inside the caller's transaction and returns its sequence number.
+    /// A checkpoint is signed in the same transaction when the size reaches a multiple of N.
+    pub async fn append<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        new: NewEntry,
+    ) -> Result<u64, AuditError> {
+        let head = store::audit::lock_head(c).await?;
+        let size = u64::try_from(head.size).map_err(|_| AuditError::CorruptHead)?;
+        let mut frontier =
+            Frontier::from_bytes(size, &head.frontier).ok_or(AuditError::CorruptHead)?;
+        let entry = new.into_entry(size, self.clock.now());
+        let row = entry.to_row();
+        let leaf = entry.leaf_hash();
+        frontier.push(leaf);
+        store::audit::insert_entry(c, &row).await?;
+        store::audit::set_head(
+            c,
+            &HeadRow {
+                size: head.size + 1,
+                frontier: frontier.to_bytes(),
+            },
+        )
+        .await?;
+        if frontier.size() % self.checkpoint_every == 0 {
+            self.insert_checkpoint(c, &frontier).await?;
+        }
+        metrics::counter!("consentry_audit_entries_appended_total").increment(1);
+        Ok(size)
+    }
+
+    /// Signs a checkpoint for the current head if entries were added since the last one.
+    /// Returns the new checkpoint's size, if one was made.
+    pub async fn checkpoint_if_behind(&self, db: &Db) -> Result<Option<u64>, AuditError> {
+        let txn = db.begin_write().await?;
+        let head = store::audit::lock_head(&txn).await?;
+        let size = u64::try_from(head.size).map_err(|_| AuditError::CorruptHead)?;
+        let latest = store::audit::latest_checkpoint(&txn).await?;
+        if size == 0 || latest.is_some_and(|cp| cp.size == head.size) {
+            return Ok(None);
+        }
+        let frontier = Frontier::from_bytes(size, &head.frontier).ok_or(AuditError::CorruptHead)?;
+        self.insert_checkpoint(&txn, &frontier).await?;
+        txn.commit().await.map_err(StoreError::from)?;
+        Ok(Some(size))
+    }
+
+    async fn insert_checkpoint<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        frontier: &Frontier,
+    ) -> Result<(), AuditError> {
+        let keyring = self.keyring.get();
+        let key = keyring.current(KeyKind::CheckpointSigning)?;
+        let pair = key.ed25519(KeyKind::CheckpointSigning)?;
+        let cp = Checkpoint {
+            origin: self.origin.clone(),
+            size: frontier.size(),
+            root: frontier.root(),
+        };
+        store::audit::insert_checkpoint(
+            c,
+            &CheckpointRow {
+                size: i64::try_from(cp.size).map_err(|_| AuditError::CorruptHead)?,
+                root: cp.root.to_vec(),
+                key_version: key.version,
+                note: cp.sign(&pair),
+                created_at: self.clock.now().unix_micros(),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Public keys of every checkpoint-signing version, retired ones included.
+    pub fn checkpoint_keys(&self) -> Vec<CheckpointKey> {
+        let keyring = self.keyring.get();
+        keyring
+            .versions(KeyKind::CheckpointSigning)
+            .iter()
+            .filter_map(|v| {
+                let pk = v.public_key.clone()?;
+                Some(CheckpointKey {
+                    name: self.origin.clone(),
+                    version: v.version,
+                    verifier_key: checkpoint::verifier_key(&self.origin, &pk),
+                    public_key: pk,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A page of entries with `seq > after` (all from 0 when `after` is `None`).
+pub async fn entries(db: &Db, after: Option<u64>, limit: u64) -> Result<Vec<Entry>, AuditError> {
+    let from = after.map_or(0, |a| a.saturating_add(1));
+    let from =
+        i64::try_from(from).map_err(|_| AuditError::BadRange("after is too large".into()))?;
+    store::audit::entries_from(db.conn(), from, limit)
+        .await?
+        .into_iter()
+        .map(Entry::from_row)
+        .collect()
+}
+
+pub async fn latest_checkpoint(db: &Db) -> Result<Option<CheckpointRow>, AuditError> {
+    Ok(store::audit::latest_checkpoint(db.conn()).await?)
+}
+
+pub async fn head_size(db: &Db) -> Result<u64, AuditError> {
+    let head = store::audit::head(db.conn()).await?;
+    u64::try_from(head.size).map_err(|_| AuditError::CorruptHead)
+}
+
+async fn leaves(db: &Db, size: u64) -> Result<Vec<Hash>, AuditError> {
+    let head = head_size(db).await?;
+    if size > head {
+        return Err(AuditError::BeyondHead { size, head });
+    }
+    let size_i = i64::try_from(size).map_err(|_| AuditError::CorruptHead)?;
+    store::audit::leaf_hashes(db.conn(), size_i)
+        .await?
+        .into_iter()
+        .map(|h| Hash::try_from(h.as_slice()).map_err(|_| AuditError::CorruptHead))
+        .collect()
+}
+
+/// An inclusion proof for entry `seq` in the tree of `size` entries.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct InclusionProof {
+    pub seq: u64,
+    pub tree_size: u64,
+    pub leaf_hash: Hash,
+    pub root: Hash,
+    pub path: Vec<Hash>,
+}
+
+pub async fn inclusion_proof(db: &Db, seq: u64, size: u64) -> Result<InclusionProof, AuditError> {
+    if seq >= size {
+        return Err(AuditError::BadRange(format!(
+            "seq {seq} is not inside a tree of size {size}: size must be greater than seq"
+        )));
+    }
+    let leaves = leaves(db, size).await?;
+    let m = usize::try_from(seq).map_err(|_| AuditError::CorruptHead)?;
+    Ok(InclusionProof {
+        seq,
+        tree_size: size,
+        leaf_hash: leaves[m],
+        root: merkle::root(&leaves),
+        path: merkle::inclusion_proof(m, &leaves),
+    })
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    pub from_root: Hash,
+    pub to_root: Hash,
+    pub path: Vec<Hash>,
+}
+
+pub async fn consistency_proof(
+    db: &Db,
+    from: u64,
+    to: u64,
+) -> Result<ConsistencyProof, AuditError> {
+    if from > to {
+        return Err(AuditError::BadRange(format!(
+            "from ({from}) must not be greater than to ({to})"
+        )));
+    }
+    let leaves = leaves(db, to).await?;
+    let m = usize::try_from(from).map_err(|_| AuditError::CorruptHead)?;
+    Ok(ConsistencyProof {
+        from,
+        to,
+        from_root: merkle::root(&leaves[..m]),
+        to_root: merkle::root(&leaves),
+        path: merkle::consistency_proof(m, &leaves),
+    })
+}

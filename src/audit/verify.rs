@@ -1,0 +1,150 @@
+//! End-to-end verification: recompute every leaf from the stored columns, rebuild the
+//! tree, check every checkpoint's root and Ed25519 signature and the head. Because every
+//! checkpoint root is recomputed from one sequence of leaves, each checkpoint is a prefix
+//! of the next: that is exactly what a consistency proof between them would show.
+use ring::signature::KeyPair;
+
+use super::checkpoint::verify_note;
+use super::entry::Entry;
+use super::merkle::{Frontier, Hash};
+use crate::crypto::{KeyKind, Keyring};
+use crate::store::{self, Db, StoreError};
+
+const PAGE: u64 = 10_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub entries: u64,
+    pub root: Hash,
+    pub checkpoints: u64,
+}
+
+/// Where verification stopped: the first sequence number that is wrong, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("broken at seq {seq}: {reason}")]
+pub struct VerifyFailure {
+    pub seq: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Broken(#[from] VerifyFailure),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn broken(seq: u64, reason: impl Into<String>) -> VerifyError {
+    VerifyError::Broken(VerifyFailure {
+        seq,
+        reason: reason.into(),
+    })
+}
+
+pub async fn verify(db: &Db, keyring: &Keyring) -> Result<VerifyReport, VerifyError> {
+    let checkpoints = store::audit::checkpoints(db.conn()).await?;
+    let head = store::audit::head(db.conn()).await?;
+    let mut next_cp = checkpoints.iter().peekable();
+    let mut frontier = Frontier::new();
+    let mut last_cp_size = 0u64;
+    let mut expected = 0u64;
+
+    loop {
+        let rows = store::audit::entries_from(db.conn(), expected as i64, PAGE).await?;
+        let done = (rows.len() as u64) < PAGE;
+        for row in rows {
+            let seq = row.seq as u64;
+            if seq != expected {
+                return Err(broken(expected, format!("entry {expected} is missing")));
+            }
+            let stored_leaf = row.leaf_hash.clone();
+            let entry = Entry::from_row(row).map_err(|_| broken(seq, "unreadable entry"))?;
+            let leaf = entry.leaf_hash();
+            if stored_leaf != leaf {
+                return Err(broken(
+                    seq,
+                    "the entry does not match its leaf hash (altered, swapped or reordered)",
+                ));
+            }
+            frontier.push(leaf);
+            expected += 1;
+            while let Some(cp) = next_cp.next_if(|cp| cp.size as u64 == expected) {
+                check_checkpoint(cp, &frontier, keyring, last_cp_size)?;
+                last_cp_size = expected;
+            }
+        }
+        if done {
+            break;
+        }
+    }
+
+    if let Some(cp) = next_cp.next() {
+        return Err(broken(
+            expected,
+            format!(
+                "the log ends at {expected} entries but a checkpoint covers {} (truncated)",
+                cp.size
+            ),
+        ));
+    }
+    if head.size as u64 != expected {
+        return Err(broken(
+            expected.min(head.size as u64),
+            format!(
+                "the head records {} entries, the log holds {expected}",
+                head.size
+            ),
+        ));
+    }
+    if Frontier::from_bytes(expected, &head.frontier).map(|f| f.root()) != Some(frontier.root()) {
+        return Err(broken(
+            last_cp_size,
+            "the head's tree does not match the entries after the last checkpoint",
+        ));
+    }
+    Ok(VerifyReport {
+        entries: expected,
+        root: frontier.root(),
+        checkpoints: checkpoints.len() as u64,
+    })
+}
+
+fn check_checkpoint(
+    cp: &store::audit::CheckpointRow,
+    frontier: &Frontier,
+    keyring: &Keyring,
+    since: u64,
+) -> Result<(), VerifyError> {
+    let size = cp.size as u64;
+    let root = frontier.root();
+    if cp.root != root {
+        return Err(broken(
+            since,
+            format!("checkpoint {size} does not match the entries in [{since}, {size})"),
+        ));
+    }
+    let Some(key) = keyring.any(KeyKind::CheckpointSigning, cp.key_version) else {
+        return Err(broken(
+            since,
+            format!(
+                "checkpoint {size} names unknown key version {}",
+                cp.key_version
+            ),
+        ));
+    };
+    let pair = key
+        .ed25519(KeyKind::CheckpointSigning)
+        .map_err(|_| broken(since, "checkpoint key unreadable"))?;
+    let parsed = super::checkpoint::parse_note(&cp.note)
+        .map_err(|e| broken(since, format!("checkpoint {size}: {e}")))?;
+    let body = verify_note(&cp.note, &parsed.origin, pair.public_key().as_ref())
+        .map_err(|e| broken(since, format!("checkpoint {size}: {e}")))?;
+    if body.size != size || body.root != root {
+        return Err(broken(
+            since,
+            format!("checkpoint {size}: the signed note does not match its row"),
+        ));
+    }
+    Ok(())
+}

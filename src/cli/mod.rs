@@ -1,0 +1,267 @@
+//! The `consentry` command line. Secrets a command creates go alone to standard output;
+//! everything else goes to standard error. Failures print one line and exit non-zero.
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::admin::{self, Context, NewKey};
+use crate::audit;
+use crate::config::{Overrides, Settings};
+use crate::crypto::{KeyKind, MasterKeySource};
+use crate::domain::{Actor, Role, SystemClock};
+use crate::startup::{Application, Core};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "consentry",
+    version,
+    about = "Privacy-first consent and compliance gateway"
+)]
+pub struct Cli {
+    /// A TOML config file (default: ./consentry.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory holding the SQLite file and local keys [env: CONSENTRY_DATA_DIR].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Policies directory [env: CONSENTRY_POLICIES].
+    #[arg(long, global = true, value_name = "DIR")]
+    policies: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// host:port to listen on [env: CONSENTRY_LISTEN; default 127.0.0.1:8080].
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
+    },
+    /// Apply pending database migrations.
+    Migrate,
+    /// Manage API keys and the keyring.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Inspect the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Create an API key; prints the token alone on standard output.
+    Create(CreateArgs),
+    /// List API keys (never their secrets).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API key; running gateways stop accepting it within the token cache lifetime.
+    Revoke {
+        /// The key id (see `consentry keys list`).
+        id: String,
+    },
+    /// Add a new version of a keyring key; older versions keep working until retired.
+    Rotate {
+        /// blind_index, pseudonym, token_signing, checkpoint_signing, audit_subject or suppression.
+        #[arg(long)]
+        kind: String,
+    },
+    /// Retire a keyring key version.
+    Retire {
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        version: i32,
+    },
+}
+
+#[derive(Args, Debug)]
+struct CreateArgs {
+    /// admin, dpo, auditor, esp or ingest.
+    #[arg(long)]
+    role: String,
+    /// A label for people.
+    #[arg(long)]
+    name: String,
+    /// For esp keys: the recipient the key acts for.
+    #[arg(long)]
+    recipient: Option<String>,
+    /// For esp keys: comma-separated purposes.
+    #[arg(long, value_delimiter = ',')]
+    purposes: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Recompute every leaf and the tree, check every checkpoint signature.
+    Verify,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!(
+                "error: {}",
+                msg.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let listen = match &cli.command {
+        Command::Serve { listen } => listen.clone(),
+        _ => None,
+    };
+    let settings = Settings::load(&Overrides {
+        config_file: cli.config.clone(),
+        listen,
+        data_dir: cli.data_dir.clone(),
+        policies: cli.policies.clone(),
+    })?;
+    match cli.command {
+        Command::Serve { .. } => serve(settings).await,
+        Command::Migrate => {
+            crate::telemetry::init(settings.log_format, "warn");
+            let core = Core::open(settings, Arc::new(SystemClock)).await?;
+            eprintln!("migrations are current");
+            core.db.close().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(cmd) => keys(settings, cmd).await,
+        Command::Audit(AuditCommand::Verify) => verify(settings).await,
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init(settings.log_format, "info");
+    let app = Application::build(settings).await?;
+    if let MasterKeySource::Generated(path) = app.master_key_source() {
+        eprintln!(
+            "\n!!! WARNING: no master key was configured. A development master key was generated at\n!!!   {}\n!!! Everything in this database is encrypted under it: back it up, and set\n!!! CONSENTRY_MASTER_KEY (or master_key_file) in production.\n",
+            path.display()
+        );
+    }
+    if let Some(token) = app.bootstrap_token() {
+        let state = app.state();
+        eprintln!(
+            "\nBootstrap admin token (shown once; also saved to {}):\n{token}\n",
+            state.settings.data_dir.join("admin.token").display()
+        );
+    }
+    eprintln!("consentry listening on http://127.0.0.1:{}", app.port());
+    app.run_until_stopped().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn context<'a>(core: &'a Core) -> Context<'a> {
+    Context {
+        db: &core.db,
+        audit: &core.audit,
+        actor: Actor::cli(),
+        request_id: None,
+        now: core.clock.now(),
+    }
+}
+
+async fn keys(settings: Settings, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init(settings.log_format, "warn");
+    let core = Core::open(settings, Arc::new(SystemClock)).await?;
+    match cmd {
+        KeysCommand::Create(a) => {
+            let role: Role = a.role.parse()?;
+            let new = NewKey::parse(&a.name, role, a.recipient.as_deref(), &a.purposes)?;
+            let (info, token) = admin::create_key(&context(&core), new).await?;
+            eprintln!("created {} key {} ({})", info.role, info.id, info.name);
+            println!("{token}");
+        }
+        KeysCommand::List { json } => {
+            let keys = admin::list_keys(&core.db).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                println!(
+                    "{:<16}  {:<8}  {:<27}  {:<27}  {:<8}  NAME",
+                    "ID", "ROLE", "CREATED", "LAST USED", "STATUS"
+                );
+                for k in keys {
+                    println!(
+                        "{:<16}  {:<8}  {:<27}  {:<27}  {:<8}  {}",
+                        k.id,
+                        k.role,
+                        k.created_at,
+                        k.last_used_at.as_deref().unwrap_or("never"),
+                        if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        },
+                        k.name
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            admin::revoke_key(&context(&core), &id).await?;
+            eprintln!(
+                "revoked {id}; running gateways refuse it within {} s",
+                core.settings.token_cache_ttl_secs
+            );
+        }
+        KeysCommand::Rotate { kind } => {
+            let kind: KeyKind = kind.parse().map_err(anyhow::Error::msg)?;
+            let v = admin::rotate(&context(&core), &core.master, kind).await?;
+            eprintln!("{kind} is now at version {v}; running gateways pick it up within 60 s");
+        }
+        KeysCommand::Retire { kind, version } => {
+            let kind: KeyKind = kind.parse().map_err(anyhow::Error::msg)?;
+            admin::retire(&context(&core), kind, version).await?;
+            eprintln!("{kind} version {version} retired");
+        }
+    }
+    core.db.close().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(settings: Settings) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init(settings.log_format, "warn");
+    let core = Core::open(settings, Arc::new(SystemClock)).await?;
+    let keyring = core.keyring.get();
+    let result = audit::verify(&core.db, &keyring).await;
+    core.db.close().await?;
+    match result {
+        Ok(report) => {
+            println!(
+                "ok: {} entries, root {}",
+                report.entries,
+                hex::encode(report.root)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(audit::VerifyError::Broken(f)) => {
+            println!("broken at seq {}: {}", f.seq, f.reason);
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,239 @@
+//! Settings: built-in defaults, then a TOML file (`--config FILE`, or `./consentry.toml`
+//! when present), then `CONSENTRY_*` environment variables, then command-line flags.
+//! Secrets are `SecretString`: they never appear in `Debug` output or logs.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Db, SqliteSync};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Development,
+    Production,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub mode: Mode,
+    /// `host:port` to listen on.
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub policies: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`; default `sqlite://DATA_DIR/consentry.db`.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub database_url: Option<SecretString>,
+    pub database_max_connections: u32,
+    /// SQLite `synchronous`; default `normal` in development, `full` in production.
+    pub sqlite_synchronous: Option<SqliteSync>,
+    /// Base64 of 32 random bytes.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub master_key: Option<SecretString>,
+    /// A file holding the base64 master key (for secrets mounted as files).
+    pub master_key_file: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub body_limit_bytes: usize,
+    /// How long a verified API key stays cached; also the bound on revocation delay.
+    pub token_cache_ttl_secs: u64,
+    pub token_cache_capacity: usize,
+    /// Lifetime of OAuth access tokens.
+    pub access_token_ttl_secs: u64,
+    /// Failed authentications allowed per client address per minute before 429.
+    pub auth_failures_per_minute: u32,
+    /// A signed checkpoint every this many entries ...
+    pub checkpoint_every_entries: u64,
+    /// ... or after this many seconds with new entries.
+    pub checkpoint_interval_secs: u64,
+    /// The checkpoint origin line (C2SP tlog-checkpoint), unique to this log.
+    pub audit_origin: String,
+    /// Set when a reverse proxy terminates TLS in front of a public listener.
+    pub tls_terminated_upstream: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Development,
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            policies: PathBuf::from("./policies"),
+            database_url: None,
+            database_max_connections: 8,
+            sqlite_synchronous: None,
+            master_key: None,
+            master_key_file: None,
+            log_format: LogFormat::Text,
+            body_limit_bytes: 1024 * 1024,
+            token_cache_ttl_secs: 30,
+            token_cache_capacity: 10_000,
+            access_token_ttl_secs: 900,
+            auth_failures_per_minute: 20,
+            checkpoint_every_entries: 1000,
+            checkpoint_interval_secs: 60,
+            audit_origin: "consentry.local/audit".into(),
+            tls_terminated_upstream: false,
+        }
+    }
+}
+
+fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(secret) => s.serialize_some(secret.expose_secret()),
+        None => s.serialize_none(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Command-line overrides; `None` leaves the lower layers alone.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub policies: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Loads the layered settings and checks them.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match &overrides.config_file {
+            Some(file) => {
+                if !file.exists() {
+                    return Err(ConfigError::Invalid(format!(
+                        "config file {} does not exist",
+                        file.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file_exact(file));
+            }
+            None if Path::new("consentry.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("consentry.toml"));
+            }
+            None => {}
+        }
+        figment = figment.merge(Env::prefixed("CONSENTRY_").ignore(&["test_database_url"]));
+        let mut settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(one_line(&e.to_string())))?;
+        if let Some(v) = &overrides.listen {
+            settings.listen = v.clone();
+        }
+        if let Some(v) = &overrides.data_dir {
+            settings.data_dir = v.clone();
+        }
+        if let Some(v) = &overrides.policies {
+            settings.policies = v.clone();
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if let Some(url) = &self.database_url {
+            crate::store::check_url(url.expose_secret()).map_err(ConfigError::Invalid)?;
+        }
+        if self.body_limit_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "body_limit_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.checkpoint_every_entries == 0 {
+            return Err(ConfigError::Invalid(
+                "checkpoint_every_entries must be at least 1".into(),
+            ));
+        }
+        if self.audit_origin.trim().is_empty() || self.audit_origin.contains('\n') {
+            return Err(ConfigError::Invalid(
+                "audit_origin must be one non-empty line".into(),
+            ));
+        }
+        if self.database_max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "database_max_connections must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "listen must be host:port with an IP host, e.g. 127.0.0.1:8080 (got `{}`)",
+                self.listen.chars().take(64).collect::<String>()
+            ))
+        })
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => Db::default_sqlite_url(&self.data_dir),
+        }
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url().starts_with("sqlite:")
+    }
+
+    pub fn effective_sqlite_sync(&self) -> SqliteSync {
+        match (self.sqlite_synchronous, self.mode) {
+            (Some(s), _) => s,
+            (None, Mode::Production) => SqliteSync::Full,
+            (None, Mode::Development) => SqliteSync::Normal,
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let s = Settings {
+            master_key: Some(SecretString::from("c2VjcmV0LW1hc3Rlci1rZXk=")),
+            database_url: Some(SecretString::from("postgres://u:hunter2@db/x")),
+            ..Settings::default()
+        };
+        let text = format!("{s:?}");
+        assert!(!text.contains("c2VjcmV0"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn production_defaults_sqlite_to_full_sync() {
+        let s = Settings {
+            mode: Mode::Production,
+            ..Settings::default()
+        };
+        assert_eq!(s.effective_sqlite_sync(), SqliteSync::Full);
+        assert_eq!(
+            Settings::default().effective_sqlite_sync(),
+            SqliteSync::Normal
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! One wire error type and one table of stable codes. 4xx messages say what to fix;
+//! 5xx bodies are opaque and their causes go to the log.
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::admin::AdminError;
+use crate::audit::AuditError;
+use crate::auth::AuthError;
+use crate::crypto::KeyringError;
+use crate::store::StoreError;
+
+/// Every error code the API can return. Clients may rely on these strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidJson,
+    InvalidQuery,
+    InvalidPath,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    TooManyRequests,
+    Internal,
+    AuditUnavailable,
+    DatabaseUnavailable,
+    NotReady,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::BadRequest,
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidQuery,
+        ErrorCode::InvalidPath,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::ValidationFailed,
+        ErrorCode::TooManyRequests,
+        ErrorCode::Internal,
+        ErrorCode::AuditUnavailable,
+        ErrorCode::DatabaseUnavailable,
+        ErrorCode::NotReady,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        self.entry().1
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.entry().0
+    }
+
+    fn entry(self) -> (StatusCode, &'static str) {
+        use ErrorCode as C;
+        match self {
+            C::BadRequest => (StatusCode::BAD_REQUEST, "bad_request"),
+            C::InvalidJson => (StatusCode::BAD_REQUEST, "invalid_json"),
+            C::InvalidQuery => (StatusCode::BAD_REQUEST, "invalid_query"),
+            C::InvalidPath => (StatusCode::BAD_REQUEST, "invalid_path"),
+            C::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            C::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            C::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            C::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            C::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            C::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            C::ValidationFailed => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            C::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
+            C::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            C::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
+            C::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
+            C::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        }
+    }
+}
+
+/// `{"error": {"code": "...", "message": "..."}}`
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable code from the table in the README.
+    #[schema(example = "validation_failed")]
+    pub code: String,
+    /// What went wrong and how to fix it.
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A 5xx whose cause is logged but not sent.
+    pub fn opaque(code: ErrorCode, cause: &dyn std::error::Error) -> Self {
+        tracing::error!(code = code.as_str(), error = %chain(cause), "request failed");
+        let message = match code {
+            ErrorCode::AuditUnavailable => {
+                "the audit log cannot be written, so nothing was changed; retry later"
+            }
+            ErrorCode::DatabaseUnavailable => "the database is unavailable; retry later",
+            _ => "internal error; the cause has been logged",
+        };
+        Self::new(code, message)
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status_code());
+        if self.code == ErrorCode::Unauthorized {
+            resp.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"consentry\""),
+            ));
+        }
+        if let Some(secs) = self.retry_after {
+            resp.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        resp.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code.as_str().to_owned(),
+                message: self.message.clone(),
+            },
+        })
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => ApiError::opaque(ErrorCode::DatabaseUnavailable, &e),
+            _ => ApiError::opaque(ErrorCode::Internal, &e),
+        }
+    }
+}
+
+impl From<AuditError> for ApiError {
+    fn from(e: AuditError) -> Self {
+        match e {
+            AuditError::BadRange(msg) => ApiError::new(ErrorCode::InvalidQuery, msg),
+            AuditError::BeyondHead { .. } => ApiError::new(ErrorCode::InvalidQuery, e.to_string()),
+            AuditError::Store(StoreError::Unavailable(_)) => {
+                ApiError::opaque(ErrorCode::DatabaseUnavailable, &e)
+            }
+            _ => ApiError::opaque(ErrorCode::AuditUnavailable, &e),
+        }
+    }
+}
+
+impl From<KeyringError> for ApiError {
+    fn from(e: KeyringError) -> Self {
+        match e {
+            KeyringError::NoSuchVersion { .. } | KeyringError::NoActiveKey(_) => {
+                ApiError::new(ErrorCode::ValidationFailed, e.to_string())
+            }
+            KeyringError::Store(s) => s.into(),
+            _ => ApiError::opaque(ErrorCode::Internal, &e),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Invalid(msg) => ApiError::new(ErrorCode::ValidationFailed, msg),
+            AdminError::KeyNotFound => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            AdminError::Audit(a) => a.into(),
+            AdminError::Store(s) => s.into(),
+            AdminError::Keyring(k) => k.into(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Missing => ApiError::new(
+                ErrorCode::Unauthorized,
+                "send `Authorization: Bearer <token>` with an API key or access token",
+            ),
+            AuthError::Invalid => ApiError::new(
+                ErrorCode::Unauthorized,
+                "the token is invalid, expired or revoked",
+            ),
+            AuthError::RateLimited { retry_after_secs } => ApiError {
+                retry_after: Some(retry_after_secs),
+                ..ApiError::new(
+                    ErrorCode::TooManyRequests,
+                    format!("too many failed attempts; retry in {retry_after_secs} s"),
+                )
+            },
+            AuthError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// Replaces quoted values in a parser message, so an error never echoes submitted data.
+pub fn redact_values(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut in_quote = false;
+    for ch in msg.chars() {
+        if ch == '"' {
+            if in_quote {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            in_quote = !in_quote;
+        } else if !in_quote {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(seen.insert(c.as_str()), "{}", c.as_str());
+            assert!(
+                c.as_str()
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch == '_')
+            );
+        }
+    }
+
+    #[test]
+    fn parser_messages_lose_their_quoted_values() {
+        assert_eq!(
+            redact_values("invalid type: string \"jane@example.com\", expected u64"),
+            "invalid type: string \"…\", expected u64"
+        );
+    }
+}

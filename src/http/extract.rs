@@ -1,0 +1,236 @@
+//! Extractors that turn bad input into the API's error shape: JSON bodies (bounded,
+//! gzip-aware, unknown fields named), and the authorisation guard every `/v1` route takes.
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+use actix_web::dev::{Decompress, Payload};
+use actix_web::http::header;
+use actix_web::web::{BytesMut, Data};
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use super::error::{ApiError, ErrorCode, redact_values};
+use crate::audit::{NewEntry, Outcome};
+use crate::auth::{AuthError, Caller};
+use crate::domain::{Actor, Role};
+use crate::startup::AppState;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+pub fn request_id(req: &HttpRequest) -> Option<String> {
+    req.extensions()
+        .get::<tracing_actix_web::RequestId>()
+        .map(|id| id.to_string())
+}
+
+fn state(req: &HttpRequest) -> Result<Data<AppState>, ApiError> {
+    req.app_data::<Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "application state missing"))
+}
+
+/// A JSON request body, parsed strictly.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = BoxFuture<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = state(req).map_or(1024 * 1024, |s| s.settings.body_limit_bytes);
+        let is_json = req
+            .mime_type()
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"));
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut body = Decompress::from_headers(payload.take(), req.headers());
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "send the body as JSON with `Content-Type: application/json`",
+                ));
+            }
+            if declared.is_some_and(|n| n > limit) {
+                return Err(too_large(limit));
+            }
+            let mut buf = BytesMut::new();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|_| {
+                    ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
+                })?;
+                if buf.len() + chunk.len() > limit {
+                    return Err(too_large(limit));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            parse_json(&buf).map(Json)
+        })
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("the request body is larger than the {limit}-byte limit"),
+    )
+}
+
+/// Parses JSON, naming the path of the first offending field and never echoing values.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = redact_values(&e.inner().to_string());
+        let message = if path == "." || path.is_empty() {
+            format!("invalid JSON body: {msg}")
+        } else {
+            format!("invalid JSON body at `{path}`: {msg}")
+        };
+        ApiError::new(ErrorCode::InvalidJson, message)
+    })?;
+    de.end().map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            "trailing characters after the JSON body",
+        )
+    })?;
+    Ok(value)
+}
+
+/// The roles a route accepts. Each route's handler names one of these in its signature.
+pub trait Permission {
+    const ROLES: &'static [Role];
+}
+
+macro_rules! permission {
+    ($name:ident, $doc:literal, [$($role:ident),+]) => {
+        #[doc = $doc]
+        pub struct $name;
+        impl Permission for $name {
+            const ROLES: &'static [Role] = &[$(Role::$role),+];
+        }
+    };
+}
+
+permission!(AdminOnly, "Key and keyring management.", [Admin]);
+permission!(AuditorOnly, "Reading and proving the audit log.", [Auditor]);
+permission!(
+    AnyRole,
+    "Any authenticated caller.",
+    [Admin, Dpo, Auditor, Esp, Ingest]
+);
+
+/// A caller proven to hold one of `P::ROLES`. 401 without valid credentials, 403 with the
+/// wrong role; both are audited.
+pub struct Authorized<P: Permission> {
+    pub caller: Caller,
+    pub request_id: Option<String>,
+    _p: PhantomData<P>,
+}
+
+impl<P: Permission> Authorized<P> {
+    pub fn actor(&self) -> Actor {
+        self.caller.actor()
+    }
+}
+
+impl<P: Permission + 'static> FromRequest for Authorized<P> {
+    type Error = ApiError;
+    type Future = BoxFuture<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = state(&req)?;
+            let request_id = request_id(&req);
+            let ip = req.peer_addr().map(|a| a.ip());
+            let route = format!(
+                "{} {}",
+                req.method(),
+                req.match_pattern().unwrap_or_else(|| "unmatched".into())
+            );
+            let token = bearer(&req);
+            let result = match token {
+                Some(t) => state.auth.authenticate(t, ip).await,
+                None => {
+                    if let Some(ip) = ip {
+                        if let Err(secs) = state.auth.limiter.check(ip) {
+                            return Err(AuthError::RateLimited {
+                                retry_after_secs: secs,
+                            }
+                            .into());
+                        }
+                        state.auth.limiter.record_failure(ip);
+                    }
+                    Err(AuthError::Missing)
+                }
+            };
+            let caller = match result {
+                Ok(c) => c,
+                Err(e @ (AuthError::Missing | AuthError::Invalid)) => {
+                    let reason = if matches!(e, AuthError::Missing) {
+                        "missing"
+                    } else {
+                        "invalid"
+                    };
+                    audit_denial(&state, Actor::anonymous(), &route, reason, &request_id).await?;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !P::ROLES.contains(&caller.role) {
+                audit_denial(&state, caller.actor(), &route, "role", &request_id).await?;
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "this route needs the {} role; this key has {}",
+                        P::ROLES
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" or "),
+                        caller.role
+                    ),
+                ));
+            }
+            Ok(Self {
+                caller,
+                request_id,
+                _p: PhantomData,
+            })
+        })
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+async fn audit_denial(
+    state: &AppState,
+    actor: Actor,
+    route: &str,
+    reason: &str,
+    request_id: &Option<String>,
+) -> Result<(), ApiError> {
+    let entry = NewEntry::new(actor, "auth.denied", Outcome::Denied)
+        .request_id(request_id.clone())
+        .attributes(vec![format!("route:{route}"), format!("reason:{reason}")]);
+    let txn = state.db.begin_write().await?;
+    state.audit.append(&txn, entry).await?;
+    txn.commit().await.map_err(crate::store::StoreError::from)?;
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! HTTP: routes, extractors, the error table and the OpenAPI document. Handlers are thin:
+//! extract, call one service function, map the result.
+pub mod error;
+pub mod extract;
+mod middleware;
+pub mod routes;
+
+use actix_web::web::{self, ServiceConfig};
+use actix_web::{HttpRequest, HttpResponse, Resource, Route};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_header};
+
+use error::{ApiError, ErrorCode};
+use routes::{audit, keys, oauth, system};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Consentry", description = "Privacy-first consent and compliance gateway. Errors are `{\"error\": {\"code\", \"message\"}}` with a stable code (see README)."),
+    paths(
+        system::healthz, system::readyz, system::metrics, system::openapi, system::whoami,
+        oauth::token,
+        keys::create, keys::list, keys::revoke, keys::rotate,
+        audit::entries, audit::checkpoint, audit::proof, audit::consistency,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "system", description = "Health, readiness, metrics, this document"),
+        (name = "auth", description = "Tokens and identity"),
+        (name = "keys", description = "API keys and the keyring (admin)"),
+        (name = "audit", description = "The tamper-evident access log (auditor)"),
+    )
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+    }
+}
+
+pub fn openapi_doc() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// A resource whose unlisted methods answer 405 in the API's error shape.
+fn resource(path: &str) -> Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+fn get() -> Route {
+    web::get()
+}
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!(
+                "invalid query string: {}",
+                error::redact_values(&e.to_string())
+            ),
+        )
+        .into()
+    }))
+    .app_data(web::PathConfig::default().error_handler(|e, _| {
+        ApiError::new(
+            ErrorCode::InvalidPath,
+            format!(
+                "invalid path parameter: {}",
+                error::redact_values(&e.to_string())
+            ),
+        )
+        .into()
+    }))
+    .service(resource("/healthz").route(get().to(system::healthz)))
+    .service(resource("/readyz").route(get().to(system::readyz)))
+    .service(resource("/metrics").route(get().to(system::metrics)))
+    .service(resource("/openapi.json").route(get().to(system::openapi)))
+    .service(resource("/oauth/token").route(web::post().to(oauth::token)))
+    .service(resource("/v1/whoami").route(get().to(system::whoami)))
+    .service(
+        resource("/v1/keys")
+            .route(web::post().to(keys::create))
+            .route(get().to(keys::list)),
+    )
+    .service(resource("/v1/keys/{id}").route(web::delete().to(keys::revoke)))
+    .service(resource("/v1/keyring/{kind}/rotate").route(web::post().to(keys::rotate)))
+    .service(resource("/v1/audit/entries").route(get().to(audit::entries)))
+    .service(resource("/v1/audit/checkpoint").route(get().to(audit::checkpoint)))
+    .service(resource("/v1/audit/proof/{seq}").route(get().to(audit::proof)))
+    .service(resource("/v1/audit/consistency").route(get().to(audit::consistency)))
+    .service(
+        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+            .config(utoipa_swagger_ui::Config::from("/openapi.json")),
+    );
+}
+
+pub async fn not_found() -> HttpResponse {
+    let err = ApiError::new(
+        ErrorCode::NotFound,
+        "no such route; the routes are listed at /openapi.json",
+    );
+    actix_web::ResponseError::error_response(&err)
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let err = ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!(
+            "{} is not allowed on this route; see /openapi.json",
+            req.method()
+        ),
+    );
+    actix_web::ResponseError::error_response(&err)
+}

@@ -1,0 +1,4 @@
+pub mod audit;
+pub mod keys;
+pub mod oauth;
+pub mod system;

@@ -1,0 +1,226 @@
+//! Building the application: storage, keyring, audit log, authentication, HTTP server.
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tracing_actix_web::TracingLogger;
+
+use crate::admin;
+use crate::audit::AuditLog;
+use crate::auth::Authenticator;
+use crate::config::{Mode, Settings};
+use crate::crypto::{Keyring, MasterKey, MasterKeySource, SharedKeyring};
+use crate::domain::{Clock, SystemClock};
+use crate::http;
+use crate::store::{Db, DbOptions, SqliteSync};
+
+/// Everything a request handler may reach.
+#[derive(Debug)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: Db,
+    pub audit: AuditLog,
+    pub auth: Authenticator,
+    pub keyring: SharedKeyring,
+    pub master: Arc<MasterKey>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: PrometheusHandle,
+}
+
+/// The services a command needs: storage migrated, keyring loaded, audit log ready.
+pub struct Core {
+    pub settings: Arc<Settings>,
+    pub db: Db,
+    pub master: Arc<MasterKey>,
+    pub master_source: MasterKeySource,
+    pub keyring: SharedKeyring,
+    pub audit: AuditLog,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Core {
+    pub async fn open(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        if settings.mode == Mode::Production
+            && settings.is_sqlite()
+            && settings.effective_sqlite_sync() != SqliteSync::Full
+        {
+            anyhow::bail!("production mode requires sqlite_synchronous = \"full\"");
+        }
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create data directory {}: {e}",
+                settings.data_dir.display()
+            )
+        })?;
+        let db = Db::connect(
+            &settings.database_url(),
+            &DbOptions {
+                max_connections: settings.database_max_connections,
+                sqlite_synchronous: settings.effective_sqlite_sync(),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
+        db.migrate()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot migrate the database: {e}"))?;
+        let (master, master_source) = MasterKey::load(&settings)?;
+        if settings.mode == Mode::Production
+            && matches!(master_source, MasterKeySource::GeneratedEarlier(_))
+        {
+            anyhow::bail!(
+                "production mode refuses the generated development master key: set CONSENTRY_MASTER_KEY or master_key_file"
+            );
+        }
+        let keyring = admin::ensure_keyring(&db, &master, clock.now()).await?;
+        let keyring = SharedKeyring::new(keyring);
+        let audit = AuditLog::new(
+            keyring.clone(),
+            Arc::clone(&clock),
+            settings.audit_origin.clone(),
+            settings.checkpoint_every_entries,
+        );
+        Ok(Self {
+            settings,
+            db,
+            master: Arc::new(master),
+            master_source,
+            keyring,
+            audit,
+            clock,
+        })
+    }
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    bootstrap_token: Option<String>,
+    master_source: MasterKeySource,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let addr = settings.listen_addr()?;
+        let core = Core::open(settings, clock).await?;
+        if !addr.ip().is_loopback() && !core.settings.tls_terminated_upstream {
+            tracing::warn!(
+                listen = %addr,
+                "listening on a non-loopback address without TLS termination configured; put a TLS proxy in front and set tls_terminated_upstream = true"
+            );
+        }
+        let bootstrap_token = admin::bootstrap_admin(
+            &core.db,
+            &core.audit,
+            &core.settings.data_dir,
+            core.clock.now(),
+        )
+        .await?;
+        let auth = Authenticator::new(
+            core.db.clone(),
+            core.keyring.clone(),
+            Arc::clone(&core.clock),
+            Duration::from_secs(core.settings.token_cache_ttl_secs),
+            core.settings.token_cache_capacity,
+            core.settings.access_token_ttl_secs,
+            core.settings.auth_failures_per_minute,
+        )?;
+        let state = web::Data::new(AppState {
+            settings: Arc::clone(&core.settings),
+            db: core.db,
+            audit: core.audit,
+            auth,
+            keyring: core.keyring,
+            master: core.master,
+            clock: core.clock,
+            metrics: crate::telemetry::metrics_handle(),
+        });
+        let listener =
+            TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let port = listener.local_addr()?.port();
+        let server_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(server_state.clone())
+                .wrap(from_fn(http::json_errors))
+                .wrap(from_fn(http::metrics_middleware))
+                .wrap(from_fn(http::request_id_header))
+                .wrap(TracingLogger::<http::RootSpan>::new())
+                .configure(http::configure)
+                .default_service(web::to(http::not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(30)
+        .run();
+        Ok(Self {
+            port,
+            server,
+            state,
+            bootstrap_token,
+            master_source: core.master_source,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The admin token created on this start, if the database was empty.
+    pub fn bootstrap_token(&self) -> Option<&str> {
+        self.bootstrap_token.as_deref()
+    }
+
+    pub fn master_key_source(&self) -> &MasterKeySource {
+        &self.master_source
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT, then finishes in-flight requests (up to 30 s).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let maintenance = tokio::spawn(maintain(self.state.clone()));
+        let result = self.server.await;
+        maintenance.abort();
+        result
+    }
+}
+
+/// Periodic work: a checkpoint when entries are waiting, keyring reloads (rotations made
+/// by other nodes or the CLI), metric upkeep.
+async fn maintain(state: web::Data<AppState>) {
+    let every = Duration::from_secs(state.settings.checkpoint_interval_secs.max(1));
+    let mut checkpoint_tick = tokio::time::interval(every);
+    let mut keyring_tick = tokio::time::interval(Duration::from_secs(60));
+    let mut upkeep_tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = checkpoint_tick.tick() => {
+                if let Err(e) = state.audit.checkpoint_if_behind(&state.db).await {
+                    tracing::warn!(error = %e, "periodic checkpoint failed");
+                }
+            }
+            _ = keyring_tick.tick() => {
+                match Keyring::load(state.db.conn(), &state.master).await {
+                    Ok(k) => state.keyring.replace(k),
+                    Err(e) => tracing::warn!(error = %e, "keyring reload failed"),
+                }
+            }
+            _ = upkeep_tick.tick() => state.metrics.run_upkeep(),
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! sea-orm entities. They stay inside `store`; repositories convert them to domain types.
+pub mod api_key;
+pub mod audit_checkpoint;
+pub mod audit_entry;
+pub mod audit_head;
+pub mod keyring_key;

@@ -1,0 +1,159 @@
+//! Storage: one `Db` handle over SQLite or PostgreSQL, and repository functions that
+//! return domain types. Entities never leave this module.
+pub mod api_keys;
+pub mod audit;
+mod entity;
+pub mod keyring;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, RuntimeErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+pub use sea_orm::DatabaseTransaction as Txn;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or refused the connection.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] DbErr),
+    #[error("database error: {0}")]
+    Db(#[source] DbErr),
+    /// Stored data that does not decode (a corrupt or tampered row).
+    #[error("corrupt row in {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+}
+
+impl From<DbErr> for StoreError {
+    fn from(e: DbErr) -> Self {
+        match &e {
+            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(e),
+            DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err))
+                if is_connection_error(err) =>
+            {
+                StoreError::Unavailable(e)
+            }
+            _ => StoreError::Db(e),
+        }
+    }
+}
+
+fn is_connection_error(err: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error as E;
+    matches!(
+        err,
+        E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Tls(_)
+    )
+}
+
+/// How the SQLite file is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    Normal,
+    Full,
+}
+
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    pub max_connections: u32,
+    pub sqlite_synchronous: SqliteSync,
+}
+
+/// The database handle shared by every service.
+#[derive(Clone, Debug)]
+pub struct Db {
+    conn: DatabaseConnection,
+}
+
+impl Db {
+    /// Connects to `sqlite://PATH` (created if missing, WAL, foreign keys on) or `postgres://...`.
+    pub async fn connect(url: &str, options: &DbOptions) -> Result<Self, StoreError> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.max_connections(options.max_connections)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .sqlx_logging(false);
+        if url.starts_with("sqlite:") {
+            let sync = match options.sqlite_synchronous {
+                SqliteSync::Normal => SqliteSynchronous::Normal,
+                SqliteSync::Full => SqliteSynchronous::Full,
+            };
+            opts.map_sqlx_sqlite_opts(move |o: SqliteConnectOptions| {
+                o.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .foreign_keys(true)
+                    .synchronous(sync)
+                    .busy_timeout(Duration::from_secs(10))
+            });
+        }
+        let conn = Database::connect(opts).await?;
+        Ok(Self { conn })
+    }
+
+    /// The URL used when none is configured: `sqlite://DATA_DIR/consentry.db`.
+    pub fn default_sqlite_url(data_dir: &Path) -> String {
+        format!("sqlite://{}", data_dir.join("consentry.db").display())
+    }
+
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        Migrator::up(&self.conn, None).await?;
+        Ok(())
+    }
+
+    /// Number of migrations not yet applied.
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        Ok(Migrator::get_pending_migrations(&self.conn).await?.len())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.conn.ping().await?;
+        Ok(())
+    }
+
+    /// Begins a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so a read-then-write transaction cannot fail to upgrade.
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, StoreError> {
+        let txn = self
+            .conn
+            .begin_with_options(TransactionOptions {
+                isolation_level: None,
+                access_mode: None,
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            })
+            .await?;
+        Ok(txn)
+    }
+
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.conn.close().await?;
+        Ok(())
+    }
+}
+
+/// Checks that a `sqlite:`/`postgres:` URL is one we can open, without opening it.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(());
+    }
+    if url.starts_with("sqlite:") {
+        return SqliteConnectOptions::from_str(url)
+            .map(|_| ())
+            .map_err(|_| "the SQLite URL does not parse: use sqlite://PATH".to_owned());
+    }
+    Err("database_url must start with sqlite:// or postgres://".to_owned())
+}
