@@ -204,8 +204,10 @@ impl Application {
 /// by other nodes or the CLI), metric upkeep.
 async fn maintain(state: web::Data<AppState>) {
     let every = Duration::from_secs(state.settings.checkpoint_interval_secs.max(1));
-    let mut checkpoint_tick = tokio::time::interval(every);
-    let mut keyring_tick = tokio::time::interval(Duration::from_secs(60));
+    let start = tokio::time::Instant::now();
+    let mut checkpoint_tick = tokio::time::interval_at(start + every, every);
+    let minute = Duration::from_secs(60);
+    let mut keyring_tick = tokio::time::interval_at(start + minute, minute);
     let mut upkeep_tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {

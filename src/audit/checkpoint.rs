@@ -152,7 +152,7 @@ pub fn parse_note(note: &str) -> Result<Checkpoint, NoteError> {
 mod tests {
     use super::*;
 
-    fn pair() -> Ed25519KeyPair {
+    fn new_pair() -> Ed25519KeyPair {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_signed_note_verifies_and_any_change_breaks_it() {
-        let pair = pair();
+        let pair = new_pair();
         let pk = pair.public_key().as_ref().to_vec();
         let cp = Checkpoint {
             origin: "example.org/log".into(),
@@ -175,7 +175,7 @@ mod tests {
             verify_note(&tampered, "example.org/log", &pk),
             Err(NoteError::BadSignature)
         );
-        let other = pair();
+        let other = new_pair();
         assert!(verify_note(&note, "example.org/log", other.public_key().as_ref()).is_err());
     }
 }

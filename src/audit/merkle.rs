@@ -73,7 +73,7 @@ impl Frontier {
 
     /// Rebuilds a frontier from its stored form; `None` if it cannot belong to `size`.
     pub fn from_bytes(size: u64, bytes: &[u8]) -> Option<Self> {
-        if bytes.len() % 32 != 0 || bytes.len() / 32 != size.count_ones() as usize {
+        if !bytes.len().is_multiple_of(32) || bytes.len() / 32 != size.count_ones() as usize {
             return None;
         }
         let nodes = bytes

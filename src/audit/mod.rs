@@ -106,7 +106,7 @@ impl AuditLog {
             },
         )
         .await?;
-        if frontier.size() % self.checkpoint_every == 0 {
+        if frontier.size().is_multiple_of(self.checkpoint_every) {
             self.insert_checkpoint(c, &frontier).await?;
         }
         metrics::counter!("consentry_audit_entries_appended_total").increment(1);

@@ -48,3 +48,35 @@ pub fn verify(keyring: &Keyring, token: &str, now: Timestamp) -> Option<Claims> 
     let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).ok()?;
     (data.claims.exp > now.unix_seconds()).then_some(data.claims)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonwebtoken_rejects_a_changed_payload() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let claims = serde_json::json!({"iss": ISSUER, "sub": "x", "iat": 1, "exp": 2});
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("ts1".into());
+        let t = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(key).unwrap())
+            .unwrap();
+        let (head, rest) = t.split_once('.').unwrap();
+        let (_, sig) = rest.split_once('.').unwrap();
+        let other = serde_json::json!({"iss": ISSUER, "sub": "y", "iat": 1, "exp": 2});
+        let forged_payload = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            other.to_string(),
+        );
+        let forged = format!("{head}.{forged_payload}.{sig}");
+        let mut v = Validation::new(Algorithm::HS256);
+        v.validate_exp = false;
+        v.required_spec_claims.clear();
+        let ok = jsonwebtoken::decode::<serde_json::Value>(
+            &forged,
+            &DecodingKey::from_secret(key).unwrap(),
+            &v,
+        );
+        assert!(ok.is_err(), "{ok:?}");
+    }
+}

@@ -17,7 +17,7 @@ use std::time::Duration;
 pub use limiter::FailureLimiter;
 
 use crate::crypto::{SharedKeyring, sha256};
-use crate::domain::{Actor, Clock, Role};
+use crate::domain::{Actor, Clock, Role, Timestamp};
 use crate::store::{self, Db, StoreError, api_keys::ApiKeyRow};
 use cache::TtlCache;
 
@@ -84,7 +84,8 @@ pub struct Authenticator {
     db: Db,
     keyring: SharedKeyring,
     clock: Arc<dyn Clock>,
-    cache: TtlCache<Caller>,
+    /// Verified callers, with the expiry (by the clock) of access tokens.
+    cache: TtlCache<(Caller, Option<Timestamp>)>,
     access_ttl_secs: u64,
     /// A hash of nothing in particular, verified on failures so they cost what successes do.
     dummy_hash: String,
@@ -123,7 +124,9 @@ impl Authenticator {
             });
         }
         let digest = sha256(token.as_bytes());
-        if let Some(caller) = self.cache.get(&digest) {
+        if let Some((caller, expires)) = self.cache.get(&digest)
+            && expires.is_none_or(|t| t > self.clock.now())
+        {
             return Ok(caller);
         }
         let result = if token.starts_with(api_key::PREFIX) {
@@ -132,8 +135,12 @@ impl Authenticator {
             self.verify_access_token(token).await
         };
         match result {
-            Ok((caller, ttl)) => {
-                self.cache.insert(digest, caller.clone(), ttl);
+            Ok((caller, expires)) => {
+                let ttl = expires.map(|t| {
+                    let left = t.unix_micros() - self.clock.now().unix_micros();
+                    Duration::from_micros(u64::try_from(left).unwrap_or(0))
+                });
+                self.cache.insert(digest, (caller.clone(), expires), ttl);
                 Ok(caller)
             }
             Err(AuthError::Invalid) => {
@@ -146,7 +153,7 @@ impl Authenticator {
         }
     }
 
-    async fn verify_api_key(&self, token: &str) -> Result<(Caller, Option<Duration>), AuthError> {
+    async fn verify_api_key(&self, token: &str) -> Result<(Caller, Option<Timestamp>), AuthError> {
         let parsed = api_key::parse(token);
         let row = match parsed {
             Some((id, _)) => store::api_keys::find(self.db.conn(), id).await?,
@@ -172,7 +179,7 @@ impl Authenticator {
     async fn verify_access_token(
         &self,
         token: &str,
-    ) -> Result<(Caller, Option<Duration>), AuthError> {
+    ) -> Result<(Caller, Option<Timestamp>), AuthError> {
         let now = self.clock.now();
         let Some(claims) = access_token::verify(&self.keyring.get(), token, now) else {
             self.burn_dummy().await;
@@ -181,9 +188,9 @@ impl Authenticator {
         let row = store::api_keys::find(self.db.conn(), &claims.sub).await?;
         match row {
             Some(row) if row.revoked_at.is_none() => {
-                let left = u64::try_from(claims.exp - now.unix_seconds()).unwrap_or(0);
                 let caller = Caller::from_row(&row, Credential::AccessToken);
-                Ok((caller, Some(Duration::from_secs(left))))
+                let expires = Timestamp::from_unix_micros(claims.exp.saturating_mul(1_000_000));
+                Ok((caller, Some(expires)))
             }
             _ => {
                 self.burn_dummy().await;

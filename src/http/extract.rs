@@ -31,12 +31,45 @@ fn state(req: &HttpRequest) -> Result<Data<AppState>, ApiError> {
         .ok_or_else(|| ApiError::new(ErrorCode::Internal, "application state missing"))
 }
 
-/// A JSON request body, parsed strictly.
-pub struct Json<T>(pub T);
+/// A JSON request body, parsed strictly when the handler asks for it, so that
+/// authorisation (an earlier extractor) is decided before the body is read.
+pub struct JsonBody<T> {
+    body: Decompress<Payload>,
+    limit: usize,
+    is_json: bool,
+    declared: Option<usize>,
+    _t: PhantomData<T>,
+}
 
-impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+impl<T: DeserializeOwned> JsonBody<T> {
+    pub async fn parse(self) -> Result<T, ApiError> {
+        if !self.is_json {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "send the body as JSON with `Content-Type: application/json`",
+            ));
+        }
+        if self.declared.is_some_and(|n| n > self.limit) {
+            return Err(too_large(self.limit));
+        }
+        let mut body = self.body;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|_| {
+                ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
+            })?;
+            if buf.len() + chunk.len() > self.limit {
+                return Err(too_large(self.limit));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        parse_json(&buf)
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Error = ApiError;
-    type Future = BoxFuture<Result<Self, ApiError>>;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit = state(req).map_or(1024 * 1024, |s| s.settings.body_limit_bytes);
@@ -50,29 +83,13 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        let mut body = Decompress::from_headers(payload.take(), req.headers());
-        Box::pin(async move {
-            if !is_json {
-                return Err(ApiError::new(
-                    ErrorCode::UnsupportedMediaType,
-                    "send the body as JSON with `Content-Type: application/json`",
-                ));
-            }
-            if declared.is_some_and(|n| n > limit) {
-                return Err(too_large(limit));
-            }
-            let mut buf = BytesMut::new();
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|_| {
-                    ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
-                })?;
-                if buf.len() + chunk.len() > limit {
-                    return Err(too_large(limit));
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            parse_json(&buf).map(Json)
-        })
+        std::future::ready(Ok(Self {
+            body: Decompress::from_headers(payload.take(), req.headers()),
+            limit,
+            is_json,
+            declared,
+            _t: PhantomData,
+        }))
     }
 }
 
@@ -233,4 +250,33 @@ async fn audit_denial(
     state.audit.append(&txn, entry).await?;
     txn.commit().await.map_err(crate::store::StoreError::from)?;
     Ok(())
+}
+
+/// A query string, parsed when the handler asks for it (after authorisation).
+pub struct Query<T> {
+    raw: String,
+    _t: PhantomData<T>,
+}
+
+impl<T: DeserializeOwned> Query<T> {
+    pub fn parse(&self) -> Result<T, ApiError> {
+        serde_urlencoded::from_str(&self.raw).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("invalid query string: {}", redact_values(&e.to_string())),
+            )
+        })
+    }
+}
+
+impl<T: 'static> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Ok(Self {
+            raw: req.query_string().to_owned(),
+            _t: PhantomData,
+        }))
+    }
 }

@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::audit::{self, Entry};
 use crate::http::error::{ApiError, ErrorBody, ErrorCode};
-use crate::http::extract::{AuditorOnly, Authorized};
+use crate::http::extract::{AuditorOnly, Authorized, Query};
 use crate::startup::AppState;
 
 #[derive(Deserialize, IntoParams)]
@@ -83,8 +83,9 @@ pub struct EntryPage {
 pub async fn entries(
     state: web::Data<AppState>,
     _auth: Authorized<AuditorOnly>,
-    q: web::Query<EntriesQuery>,
+    q: Query<EntriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let q = q.parse()?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::new(
@@ -193,8 +194,9 @@ pub async fn proof(
     state: web::Data<AppState>,
     _auth: Authorized<AuditorOnly>,
     seq: web::Path<u64>,
-    q: web::Query<ProofQuery>,
+    q: Query<ProofQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let q = q.parse()?;
     let size = match q.size {
         Some(s) => s,
         None => audit::head_size(&state.db).await?,
@@ -238,8 +240,9 @@ pub struct ConsistencyView {
 pub async fn consistency(
     state: web::Data<AppState>,
     _auth: Authorized<AuditorOnly>,
-    q: web::Query<ConsistencyQuery>,
+    q: Query<ConsistencyQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let q = q.parse()?;
     let p = audit::consistency_proof(&state.db, q.from, q.to).await?;
     Ok(HttpResponse::Ok().json(ConsistencyView {
         from: p.from,

@@ -6,7 +6,7 @@ use crate::admin::{self, Context, KeyInfo, NewKey};
 use crate::crypto::{KeyKind, Keyring};
 use crate::domain::Role;
 use crate::http::error::{ApiError, ErrorBody, ErrorCode};
-use crate::http::extract::{AdminOnly, Authorized, Json};
+use crate::http::extract::{AdminOnly, Authorized, JsonBody};
 use crate::startup::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -61,9 +61,9 @@ fn ctx<'a>(state: &'a AppState, auth: &Authorized<AdminOnly>) -> Context<'a> {
 pub async fn create(
     state: web::Data<AppState>,
     auth: Authorized<AdminOnly>,
-    body: Json<CreateKey>,
+    body: JsonBody<CreateKey>,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.0;
+    let b = body.parse().await?;
     let role: Role = b.role.parse().map_err(|e: crate::domain::RoleParseError| {
         ApiError::new(ErrorCode::ValidationFailed, e.to_string())
     })?;

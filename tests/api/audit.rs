@@ -1,0 +1,336 @@
+use consentry::audit::merkle::{self, Hash};
+use consentry::audit::{Entry, VerifyError};
+use serde_json::Value;
+
+use crate::helpers::{Options, TestApp, spawn_app, spawn_app_with};
+
+fn h(s: &str) -> Hash {
+    hex::decode(s).unwrap().try_into().unwrap()
+}
+
+/// A log of 10 entries (the bootstrap, then nine key creations), checkpointed every 4.
+async fn app_with_ten_entries() -> (TestApp, String) {
+    let app = spawn_app_with(Options {
+        checkpoint_every: 4,
+        ..Options::default()
+    })
+    .await;
+    let (_, auditor) = app.create_key("auditor").await;
+    for _ in 0..8 {
+        app.create_key("dpo").await;
+    }
+    (app, auditor)
+}
+
+fn broken_at(result: Result<consentry::audit::VerifyReport, VerifyError>) -> (u64, String) {
+    match result {
+        Err(VerifyError::Broken(f)) => (f.seq, f.reason),
+        other => panic!("expected a broken log, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_untouched_log_verifies_and_its_checkpoint_matches() {
+    let (app, auditor) = app_with_ten_entries().await;
+    let report = app.verify().await.expect("verifies");
+    assert_eq!(report.entries, 10);
+    assert_eq!(report.checkpoints, 2);
+
+    let cp: Value = app
+        .get("/v1/audit/checkpoint", Some(&auditor))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cp["size"], 8);
+    let note = cp["note"].as_str().unwrap();
+    assert!(note.starts_with("consentry.local/audit\n8\n"), "{note}");
+    assert!(note.contains("\n\n\u{2014} consentry.local/audit "));
+    let pk = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        cp["keys"][0]["public_key"].as_str().unwrap(),
+    )
+    .unwrap();
+    let body = consentry::audit::checkpoint::verify_note(note, "consentry.local/audit", &pk)
+        .expect("signature verifies with the published key");
+    assert_eq!(hex::encode(body.root), cp["root"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn entries_page_in_order_and_each_leaf_hash_is_recomputable() {
+    let (app, auditor) = app_with_ten_entries().await;
+    let p1: Value = app
+        .get("/v1/audit/entries?limit=4", Some(&auditor))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(p1["entries"].as_array().unwrap().len(), 4);
+    assert_eq!(p1["next_after"], 3);
+    let p2: Value = app
+        .get("/v1/audit/entries?after=3&limit=100", Some(&auditor))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = p2["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (4..10).collect::<Vec<_>>());
+    assert!(p2["next_after"].is_null());
+    for e in p2["entries"].as_array().unwrap() {
+        let canonical = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            e["canonical"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(hex::encode(merkle::leaf_hash(&canonical)), e["leaf_hash"]);
+    }
+}
+
+#[tokio::test]
+async fn inclusion_and_consistency_proofs_verify_against_the_checkpoint_root() {
+    let (app, auditor) = app_with_ten_entries().await;
+    let cp: Value = app
+        .get("/v1/audit/checkpoint", Some(&auditor))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let root8 = h(cp["root"].as_str().unwrap());
+    for seq in 0..8u64 {
+        let p: Value = app
+            .get(&format!("/v1/audit/proof/{seq}?size=8"), Some(&auditor))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let path: Vec<Hash> = p["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| h(x.as_str().unwrap()))
+            .collect();
+        let leaf = h(p["leaf_hash"].as_str().unwrap());
+        assert!(
+            merkle::verify_inclusion(seq, 8, &leaf, &path, &root8),
+            "seq {seq}"
+        );
+    }
+    let c: Value = app
+        .get("/v1/audit/consistency?from=3&to=8", Some(&auditor))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path: Vec<Hash> = c["path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| h(x.as_str().unwrap()))
+        .collect();
+    assert_eq!(h(c["to_root"].as_str().unwrap()), root8);
+    assert!(merkle::verify_consistency(
+        3,
+        8,
+        &h(c["from_root"].as_str().unwrap()),
+        &root8,
+        &path
+    ));
+
+    for bad in [
+        "/v1/audit/proof/8?size=8",
+        "/v1/audit/proof/0?size=99",
+        "/v1/audit/consistency?from=5&to=2",
+    ] {
+        let resp = app.get(bad, Some(&auditor)).await;
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn a_periodic_checkpoint_covers_entries_written_since_the_last_one() {
+    let (app, auditor) = app_with_ten_entries().await;
+    assert_eq!(
+        app.state.audit.checkpoint_if_behind(&app.db).await.unwrap(),
+        Some(10)
+    );
+    assert_eq!(
+        app.state.audit.checkpoint_if_behind(&app.db).await.unwrap(),
+        None
+    );
+    let cp: Value = app
+        .get("/v1/audit/checkpoint", Some(&auditor))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cp["size"], 10);
+    assert_eq!(app.verify().await.unwrap().checkpoints, 3);
+}
+
+async fn snapshot(app: &TestApp) {
+    app.exec("CREATE TABLE audit_backup AS SELECT * FROM audit_entries")
+        .await;
+}
+
+async fn restore(app: &TestApp) {
+    app.exec("DELETE FROM audit_entries").await;
+    app.exec("INSERT INTO audit_entries SELECT * FROM audit_backup")
+        .await;
+    app.verify().await.expect("restored log verifies");
+}
+
+#[tokio::test]
+async fn flipping_any_column_of_an_entry_is_detected_at_that_entry() {
+    let (app, _) = app_with_ten_entries().await;
+    snapshot(&app).await;
+    let edits = [
+        "at_us = at_us + 1".to_owned(),
+        "actor_key_id = 'X' || substr(actor_key_id, 2)".to_owned(),
+        "actor_role = 'X' || substr(actor_role, 2)".to_owned(),
+        "action = 'X' || substr(action, 2)".to_owned(),
+        "purpose = 'x'".to_owned(),
+        "subject_ref = 'x'".to_owned(),
+        "attributes = '[' || substr(attributes, 3)".to_owned(),
+        "outcome = 'X' || substr(outcome, 2)".to_owned(),
+        "request_id = 'X'".to_owned(),
+        format!("leaf_hash = {}", app.blob(&[0u8; 32])),
+    ];
+    for seq in [0u64, 5, 9] {
+        for edit in &edits {
+            app.exec(&format!(
+                "UPDATE audit_entries SET {edit} WHERE seq = {seq}"
+            ))
+            .await;
+            let (at, why) = broken_at(app.verify().await);
+            assert_eq!(at, seq, "{edit}: {why}");
+            restore(&app).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn deleting_swapping_or_reordering_entries_is_detected() {
+    let (app, _) = app_with_ten_entries().await;
+    snapshot(&app).await;
+
+    app.exec("DELETE FROM audit_entries WHERE seq = 5").await;
+    let (at, why) = broken_at(app.verify().await);
+    assert_eq!(at, 5, "{why}");
+    assert!(why.contains("missing"), "{why}");
+    restore(&app).await;
+
+    // Reorder: entries 5 and 6 trade places (their sequence numbers are swapped).
+    app.exec("UPDATE audit_entries SET seq = -1 WHERE seq = 5")
+        .await;
+    app.exec("UPDATE audit_entries SET seq = 5 WHERE seq = 6")
+        .await;
+    app.exec("UPDATE audit_entries SET seq = 6 WHERE seq = -1")
+        .await;
+    assert_eq!(broken_at(app.verify().await).0, 5);
+    restore(&app).await;
+
+    // Swap: entries 2 and 3 trade contents but keep their numbers.
+    app.exec("UPDATE audit_entries SET action = 'swap-tmp' WHERE seq = 2")
+        .await;
+    app.exec(
+        "UPDATE audit_entries SET action = (SELECT action FROM audit_backup WHERE seq = 2), \
+         attributes = (SELECT attributes FROM audit_backup WHERE seq = 2), \
+         leaf_hash = (SELECT leaf_hash FROM audit_backup WHERE seq = 2) WHERE seq = 3",
+    )
+    .await;
+    app.exec(
+        "UPDATE audit_entries SET action = (SELECT action FROM audit_backup WHERE seq = 3), \
+         attributes = (SELECT attributes FROM audit_backup WHERE seq = 3), \
+         leaf_hash = (SELECT leaf_hash FROM audit_backup WHERE seq = 3) WHERE seq = 2",
+    )
+    .await;
+    assert_eq!(broken_at(app.verify().await).0, 2);
+    restore(&app).await;
+}
+
+#[tokio::test]
+async fn truncating_the_tail_after_a_checkpoint_is_detected() {
+    let (app, _) = app_with_ten_entries().await;
+    app.exec("DELETE FROM audit_entries WHERE seq >= 6").await;
+    let (at, why) = broken_at(app.verify().await);
+    assert_eq!(at, 6, "{why}");
+    assert!(why.contains("truncated"), "{why}");
+}
+
+#[tokio::test]
+async fn a_consistent_rewrite_of_an_entry_is_caught_by_the_checkpoint() {
+    let (app, _) = app_with_ten_entries().await;
+    // The attacker edits entry 1 and recomputes its leaf hash, but cannot re-sign.
+    let entries = consentry::audit::entries(&app.db, Some(0), 1)
+        .await
+        .unwrap();
+    let mut forged: Entry = entries[0].clone();
+    forged.action = "keys.nothing_happened".into();
+    app.exec(&format!(
+        "UPDATE audit_entries SET action = 'keys.nothing_happened', leaf_hash = {} WHERE seq = 1",
+        app.blob(&forged.leaf_hash())
+    ))
+    .await;
+    let (at, why) = broken_at(app.verify().await);
+    assert_eq!(at, 0, "{why}");
+    assert!(why.contains("checkpoint 4"), "{why}");
+}
+
+#[tokio::test]
+async fn a_forged_checkpoint_signature_is_detected() {
+    let (app, _) = app_with_ten_entries().await;
+    app.exec("UPDATE audit_checkpoints SET note = replace(note, '\u{2014} consentry.local/audit ', '\u{2014} consentry.local/audit AAAA') WHERE size = 4")
+        .await;
+    let (at, why) = broken_at(app.verify().await);
+    assert_eq!(at, 0, "{why}");
+}
+
+#[tokio::test]
+async fn when_the_audit_log_cannot_be_written_the_change_is_refused_and_nothing_changes() {
+    let app = spawn_app().await;
+    let keys_before = app.scalar_i64("SELECT COUNT(*) FROM api_keys").await;
+    let entries_before = app.scalar_i64("SELECT COUNT(*) FROM audit_entries").await;
+    match app.backend() {
+        sea_orm::DbBackend::Postgres => {
+            app.exec(
+                "CREATE FUNCTION audit_block() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit blocked'; END $$ LANGUAGE plpgsql",
+            )
+            .await;
+            app.exec("CREATE TRIGGER audit_block BEFORE INSERT ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_block()")
+                .await;
+        }
+        _ => {
+            app.exec("CREATE TRIGGER audit_block BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'audit blocked'); END")
+                .await;
+        }
+    }
+    let resp = app
+        .post_json(
+            "/v1/keys",
+            Some(&app.admin_token),
+            &serde_json::json!({"name": "n", "role": "dpo"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "audit_unavailable");
+    assert!(
+        !v.to_string().contains("audit blocked"),
+        "no database text leaks"
+    );
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM api_keys").await,
+        keys_before
+    );
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM audit_entries").await,
+        entries_before
+    );
+    // A denial that cannot be recorded is not answered as a plain 401 either.
+    assert_eq!(app.get("/v1/keys", None).await.status(), 503);
+}

@@ -1,0 +1,215 @@
+//! Spawns the real application on port 0 against its own fresh database: a new SQLite
+//! file, or a new PostgreSQL database when `CONSENTRY_TEST_DATABASE_URL` is set.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use base64::Engine;
+use consentry::config::Settings;
+use consentry::crypto::SharedKeyring;
+use consentry::domain::{Clock, Timestamp};
+use consentry::startup::Application;
+use consentry::store::Db;
+use sea_orm::{ConnectionTrait, DbBackend};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+/// A clock the test moves by hand.
+#[derive(Debug)]
+pub struct TestClock(AtomicI64);
+
+impl TestClock {
+    pub fn advance_secs(&self, secs: i64) {
+        self.0.fetch_add(secs * 1_000_000, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_unix_micros(self.0.load(Ordering::SeqCst))
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+    pub db: Db,
+    pub keyring: SharedKeyring,
+    pub clock: Arc<TestClock>,
+    pub state: actix_web::web::Data<consentry::startup::AppState>,
+    pub data_dir: tempfile::TempDir,
+}
+
+/// Options a test may change before the app starts.
+pub struct Options {
+    pub checkpoint_every: u64,
+    pub token_cache_ttl_secs: u64,
+    pub auth_failures_per_minute: u32,
+    pub body_limit_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: 1000,
+            token_cache_ttl_secs: 30,
+            auth_failures_per_minute: 100_000,
+            body_limit_bytes: 1024 * 1024,
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+async fn fresh_database_url(data_dir: &std::path::Path) -> String {
+    let Ok(base) = std::env::var("CONSENTRY_TEST_DATABASE_URL") else {
+        return format!("sqlite://{}", data_dir.join("consentry.db").display());
+    };
+    let name = format!("consentry_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = Db::connect(
+        &base,
+        &consentry::store::DbOptions {
+            max_connections: 1,
+            sqlite_synchronous: consentry::store::SqliteSync::Normal,
+        },
+    )
+    .await
+    .expect("connect to CONSENTRY_TEST_DATABASE_URL");
+    admin
+        .conn()
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create test database");
+    admin.close().await.ok();
+    let mut url = url::Url::parse(&base).expect("CONSENTRY_TEST_DATABASE_URL parses");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+pub async fn spawn_app_with(opts: Options) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let url = fresh_database_url(data_dir.path()).await;
+    let master = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
+    let settings = Settings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: data_dir.path().to_path_buf(),
+        database_url: Some(SecretString::from(url)),
+        database_max_connections: 4,
+        master_key: Some(SecretString::from(master)),
+        checkpoint_every_entries: opts.checkpoint_every,
+        checkpoint_interval_secs: 3600,
+        token_cache_ttl_secs: opts.token_cache_ttl_secs,
+        auth_failures_per_minute: opts.auth_failures_per_minute,
+        body_limit_bytes: opts.body_limit_bytes,
+        ..Settings::default()
+    };
+    let clock = Arc::new(TestClock(AtomicI64::new(
+        Timestamp::parse_rfc3339("2026-12-01T10:00:00Z")
+            .expect("time")
+            .unix_micros(),
+    )));
+    let app = Application::build_with_clock(settings, clock.clone())
+        .await
+        .expect("application builds");
+    let port = app.port();
+    let admin_token = app.bootstrap_token().expect("bootstrap token").to_owned();
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        admin_token,
+        client: reqwest::Client::new(),
+        db: state.db.clone(),
+        keyring: state.keyring.clone(),
+        clock,
+        state,
+        data_dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// Creates a key through the API and returns (id, token).
+    pub async fn create_key(&self, role: &str) -> (String, String) {
+        let mut body = json!({"name": format!("{role} key"), "role": role});
+        if role == "esp" {
+            body["recipient"] = json!("acme-esp");
+            body["purposes"] = json!(["marketing.communications.email"]);
+        }
+        let resp = self
+            .post_json("/v1/keys", Some(&self.admin_token), &body)
+            .await;
+        assert_eq!(resp.status(), 201, "create {role} key");
+        let v: Value = resp.json().await.expect("json");
+        (
+            v["key"]["id"].as_str().expect("id").to_owned(),
+            v["token"].as_str().expect("token").to_owned(),
+        )
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.backend()
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        self.db
+            .conn()
+            .execute_unprepared(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub async fn scalar_i64(&self, sql: &str) -> i64 {
+        let row = self
+            .db
+            .conn()
+            .query_one_raw(sea_orm::Statement::from_string(
+                self.backend(),
+                sql.to_owned(),
+            ))
+            .await
+            .expect("query")
+            .expect("row");
+        row.try_get_by_index::<i64>(0).expect("i64")
+    }
+
+    /// A blob literal in this database's SQL dialect.
+    pub fn blob(&self, bytes: &[u8]) -> String {
+        match self.backend() {
+            DbBackend::Postgres => format!("'\\x{}'::bytea", hex::encode(bytes)),
+            _ => format!("X'{}'", hex::encode(bytes)),
+        }
+    }
+
+    pub async fn verify(
+        &self,
+    ) -> Result<consentry::audit::VerifyReport, consentry::audit::VerifyError> {
+        consentry::audit::verify(&self.db, &self.keyring.get()).await
+    }
+}

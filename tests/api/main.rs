@@ -1,0 +1,8 @@
+//! The integration tests: each spawns the real gateway on port 0 against its own database.
+mod audit;
+mod auth;
+mod authorization;
+mod errors;
+mod health;
+mod helpers;
+mod keys;
