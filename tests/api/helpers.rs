@@ -63,7 +63,7 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }
 
-async fn fresh_database_url(data_dir: &std::path::Path) -> String {
+pub async fn fresh_database_url(data_dir: &std::path::Path) -> String {
     let Ok(base) = std::env::var("CONSENTRY_TEST_DATABASE_URL") else {
         return format!("sqlite://{}", data_dir.join("consentry.db").display());
     };
@@ -91,7 +91,7 @@ async fn fresh_database_url(data_dir: &std::path::Path) -> String {
 pub async fn spawn_app_with(opts: Options) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let url = fresh_database_url(data_dir.path()).await;
-    let master = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
+    let master = test_master_key();
     let settings = Settings {
         listen: "127.0.0.1:0".into(),
         data_dir: data_dir.path().to_path_buf(),
@@ -212,4 +212,9 @@ impl TestApp {
     ) -> Result<consentry::audit::VerifyReport, consentry::audit::VerifyError> {
         consentry::audit::verify(&self.db, &self.keyring.get()).await
     }
+}
+
+/// The master key every test app uses.
+pub fn test_master_key() -> String {
+    base64::engine::general_purpose::STANDARD.encode([42u8; 32])
 }

@@ -174,6 +174,11 @@ async fn the_bootstrap_admin_token_is_saved_readable_only_by_its_owner() {
     assert_eq!(saved.trim(), app.admin_token);
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let me: Value = app.get("/v1/whoami", Some(&app.admin_token)).await.json().await.unwrap();
+    let me: Value = app
+        .get("/v1/whoami", Some(&app.admin_token))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["role"], "admin");
 }

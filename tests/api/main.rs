@@ -2,6 +2,7 @@
 mod audit;
 mod auth;
 mod authorization;
+mod cli;
 mod errors;
 mod health;
 mod helpers;

@@ -1,0 +1,217 @@
+//! The `consentry` binary as an operator runs it.
+use std::process::{Command, Output};
+
+use crate::helpers::{fresh_database_url, test_master_key};
+
+struct Cli {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Cli {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = fresh_database_url(dir.path()).await;
+        Self { dir, url }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .args(["--data-dir", self.dir.path().to_str().unwrap()])
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("CONSENTRY_DATABASE_URL", &self.url)
+            .env("CONSENTRY_MASTER_KEY", test_master_key())
+            .env_remove("CONSENTRY_TEST_DATABASE_URL")
+            .output()
+            .unwrap()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn keys_create_prints_the_token_alone_on_stdout_and_list_never_shows_it() {
+    let cli = Cli::new().await;
+    let out = cli.run(&["keys", "create", "--role", "auditor", "--name", "Q4 audit"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = stdout(&out);
+    let lines: Vec<&str> = token.lines().collect();
+    assert_eq!(lines.len(), 1, "{token}");
+    assert!(lines[0].starts_with("cs_"));
+    assert!(stderr(&out).contains("created auditor key"));
+
+    let out = cli.run(&["keys", "list"]);
+    assert!(out.status.success());
+    let list = stdout(&out);
+    assert!(
+        list.contains("Q4 audit") && list.contains("auditor"),
+        "{list}"
+    );
+    assert!(!list.contains(lines[0]) && !list.contains("argon2"));
+
+    let id = &lines[0][3..19];
+    let out = cli.run(&["keys", "revoke", id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli.run(&["keys", "revoke", id]);
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn bad_arguments_fail_with_one_line_and_a_nonzero_exit() {
+    let cli = Cli::new().await;
+    for args in [
+        &["keys", "create", "--role", "root", "--name", "x"][..],
+        &["keys", "create", "--role", "esp", "--name", "x"][..],
+        &["keys", "rotate", "--kind", "nope"][..],
+        &["keys", "retire", "--kind", "pseudonym", "--version", "1"][..],
+    ] {
+        let out = cli.run(args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(stdout(&out).is_empty());
+    }
+}
+
+#[tokio::test]
+async fn every_command_has_help() {
+    let cli = Cli::new().await;
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"][..],
+        &["migrate", "--help"][..],
+        &["keys", "--help"][..],
+        &["keys", "create", "--help"][..],
+        &["keys", "list", "--help"][..],
+        &["keys", "revoke", "--help"][..],
+        &["keys", "rotate", "--help"][..],
+        &["keys", "retire", "--help"][..],
+        &["audit", "verify", "--help"][..],
+    ] {
+        let out = cli.run(args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(stdout(&out).contains("Usage"), "{args:?}");
+    }
+}
+
+#[tokio::test]
+async fn audit_verify_says_ok_then_names_the_broken_entry() {
+    let cli = Cli::new().await;
+    for i in 0..5 {
+        let out = cli.run(&[
+            "keys",
+            "create",
+            "--role",
+            "dpo",
+            "--name",
+            &format!("k{i}"),
+        ]);
+        assert!(out.status.success());
+    }
+    let out = cli.run(&["keys", "rotate", "--kind", "checkpoint_signing"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli.run(&["audit", "verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out);
+    assert!(line.starts_with("ok: 6 entries, root "), "{line}");
+
+    let app_db = consentry::store::Db::connect(
+        &cli.url,
+        &consentry::store::DbOptions {
+            max_connections: 1,
+            sqlite_synchronous: consentry::store::SqliteSync::Normal,
+        },
+    )
+    .await
+    .unwrap();
+    sea_orm::ConnectionTrait::execute_unprepared(
+        app_db.conn(),
+        "UPDATE audit_entries SET action = 'keys.nothing' WHERE seq = 3",
+    )
+    .await
+    .unwrap();
+    app_db.close().await.unwrap();
+    let out = cli.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).starts_with("broken at seq 3:"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test]
+async fn production_mode_refuses_development_shortcuts() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |envs: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_consentry"));
+        c.args(["--data-dir", dir.path().to_str().unwrap(), "migrate"])
+            .current_dir(dir.path())
+            .env_remove("CONSENTRY_TEST_DATABASE_URL")
+            .env("CONSENTRY_MODE", "production");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let out = run(&[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("master key"), "{}", stderr(&out));
+    assert!(
+        !dir.path().join("master.key").exists(),
+        "no key was generated"
+    );
+
+    let out = run(&[
+        ("CONSENTRY_MASTER_KEY", &test_master_key()),
+        ("CONSENTRY_SQLITE_SYNCHRONOUS", "normal"),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("synchronous"), "{}", stderr(&out));
+
+    let out = run(&[("CONSENTRY_MASTER_KEY", &test_master_key())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn config_comes_from_a_toml_file_then_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("consentry.toml"),
+        "listen = \"not an address\"\nmaster_key = \"c2VjcmV0\"\n",
+    )
+    .unwrap();
+    let run = |envs: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_consentry"));
+        c.args(["serve"])
+            .current_dir(dir.path())
+            .env_remove("CONSENTRY_TEST_DATABASE_URL");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // The file's bad listen address is reported, and the secret is never echoed.
+    let out = run(&[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("listen"), "{err}");
+    assert!(!err.contains("c2VjcmV0"), "{err}");
+    // The environment overrides the file: now the short master key is what fails.
+    let out = run(&[("CONSENTRY_LISTEN", "127.0.0.1:0")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("32 bytes"), "{}", stderr(&out));
+    // An unknown setting is an error, not silently ignored.
+    let out = run(&[("CONSENTRY_LISTN", "127.0.0.1:0")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("listn"), "{}", stderr(&out));
+}
