@@ -68,7 +68,6 @@ impl MigrationTrait for Migration {
                     .table(AuditHead::Table)
                     .col(integer(AuditHead::Id).primary_key())
                     .col(big_integer(AuditHead::Size))
-                    .col(blob(AuditHead::Frontier))
                     .to_owned(),
             )
             .await?;
@@ -76,8 +75,8 @@ impl MigrationTrait for Migration {
             .exec_stmt(
                 Query::insert()
                     .into_table(AuditHead::Table)
-                    .columns([AuditHead::Id, AuditHead::Size, AuditHead::Frontier])
-                    .values_panic([1.into(), 0i64.into(), Vec::<u8>::new().into()])
+                    .columns([AuditHead::Id, AuditHead::Size])
+                    .values_panic([1.into(), 0i64.into()])
                     .to_owned(),
             )
             .await?;
@@ -88,6 +87,7 @@ impl MigrationTrait for Migration {
                     .table(AuditCheckpoints::Table)
                     .col(big_integer(AuditCheckpoints::Size).primary_key())
                     .col(blob(AuditCheckpoints::Root))
+                    .col(blob(AuditCheckpoints::Frontier))
                     .col(integer(AuditCheckpoints::KeyVersion))
                     .col(text(AuditCheckpoints::Note))
                     .col(big_integer(AuditCheckpoints::CreatedAt))
@@ -159,7 +159,6 @@ enum AuditHead {
     Table,
     Id,
     Size,
-    Frontier,
 }
 
 #[derive(DeriveIden)]
@@ -167,6 +166,7 @@ enum AuditCheckpoints {
     Table,
     Size,
     Root,
+    Frontier,
     KeyVersion,
     Note,
     CreatedAt,

@@ -20,7 +20,7 @@ use sea_orm::ConnectionTrait;
 
 use crate::crypto::{KeyKind, KeyringError, SharedKeyring};
 use crate::domain::Clock;
-use crate::store::{self, Db, StoreError, audit::CheckpointRow, audit::HeadRow};
+use crate::store::{self, Db, StoreError, audit::CheckpointRow};
 use checkpoint::Checkpoint;
 use merkle::{Frontier, Hash};
 
@@ -89,64 +89,72 @@ impl AuditLog {
         c: &C,
         new: NewEntry,
     ) -> Result<u64, AuditError> {
-        let head = store::audit::lock_head(c).await?;
-        let size = u64::try_from(head.size).map_err(|_| AuditError::CorruptHead)?;
-        let mut frontier =
-            Frontier::from_bytes(size, &head.frontier).ok_or(AuditError::CorruptHead)?;
-        let entry = new.into_entry(size, self.clock.now());
-        let row = entry.to_row();
-        let leaf = entry.leaf_hash();
-        frontier.push(leaf);
-        store::audit::insert_entry(c, &row).await?;
-        store::audit::set_head(
-            c,
-            &HeadRow {
-                size: head.size + 1,
-                frontier: frontier.to_bytes(),
-            },
-        )
-        .await?;
-        if frontier.size().is_multiple_of(self.checkpoint_every) {
-            self.insert_checkpoint(c, &frontier).await?;
+        let seq = store::audit::next_seq(c).await?;
+        let seq = u64::try_from(seq).map_err(|_| AuditError::CorruptHead)?;
+        let entry = new.into_entry(seq, self.clock.now());
+        store::audit::insert_entry(c, &entry.to_row()).await?;
+        if (seq + 1).is_multiple_of(self.checkpoint_every) {
+            self.insert_checkpoint(c, seq + 1).await?;
         }
         metrics::counter!("consentry_audit_entries_appended_total").increment(1);
-        Ok(size)
+        Ok(seq)
     }
 
-    /// Signs a checkpoint for the current head if entries were added since the last one.
+    /// Signs a checkpoint for the current size if entries were added since the last one.
     /// Returns the new checkpoint's size, if one was made.
     pub async fn checkpoint_if_behind(&self, db: &Db) -> Result<Option<u64>, AuditError> {
         let txn = db.begin_write().await?;
-        let head = store::audit::lock_head(&txn).await?;
-        let size = u64::try_from(head.size).map_err(|_| AuditError::CorruptHead)?;
+        let size = store::audit::lock_head(&txn).await?;
+        let size = u64::try_from(size).map_err(|_| AuditError::CorruptHead)?;
         let latest = store::audit::latest_checkpoint(&txn).await?;
-        if size == 0 || latest.is_some_and(|cp| cp.size == head.size) {
+        if size == 0 || latest.is_some_and(|cp| cp.size as u64 == size) {
             return Ok(None);
         }
-        let frontier = Frontier::from_bytes(size, &head.frontier).ok_or(AuditError::CorruptHead)?;
-        self.insert_checkpoint(&txn, &frontier).await?;
+        self.insert_checkpoint(&txn, size).await?;
         txn.commit().await.map_err(StoreError::from)?;
         Ok(Some(size))
     }
 
+    /// Signs the tree of `size` entries: the latest checkpoint's compact range extended
+    /// by the leaves written since (at most N of them), never a scan of the whole log.
     async fn insert_checkpoint<C: ConnectionTrait>(
         &self,
         c: &C,
-        frontier: &Frontier,
+        size: u64,
     ) -> Result<(), AuditError> {
+        let latest = store::audit::latest_checkpoint(c).await?;
+        let mut frontier = match &latest {
+            Some(cp) => {
+                Frontier::from_bytes(cp.size as u64, &cp.frontier).ok_or(AuditError::CorruptHead)?
+            }
+            None => Frontier::new(),
+        };
+        if frontier.size() >= size {
+            return Ok(());
+        }
+        let from = i64::try_from(frontier.size()).map_err(|_| AuditError::CorruptHead)?;
+        let to = i64::try_from(size).map_err(|_| AuditError::CorruptHead)?;
+        let leaves = store::audit::leaf_hashes(c, from, to).await?;
+        if leaves.len() as u64 != size - frontier.size() {
+            return Err(AuditError::CorruptHead);
+        }
+        for leaf in leaves {
+            frontier.push(Hash::try_from(leaf.as_slice()).map_err(|_| AuditError::CorruptHead)?);
+        }
         let keyring = self.keyring.get();
         let key = keyring.current(KeyKind::CheckpointSigning)?;
         let pair = key.ed25519(KeyKind::CheckpointSigning)?;
         let cp = Checkpoint {
             origin: self.origin.clone(),
-            size: frontier.size(),
+            size,
             root: frontier.root(),
         };
         store::audit::insert_checkpoint(
             c,
             &CheckpointRow {
-                size: i64::try_from(cp.size).map_err(|_| AuditError::CorruptHead)?,
+                size: to,
                 root: cp.root.to_vec(),
+                frontier: frontier.to_bytes(),
                 key_version: key.version,
                 note: cp.sign(&pair),
                 created_at: self.clock.now().unix_micros(),
@@ -192,8 +200,8 @@ pub async fn latest_checkpoint(db: &Db) -> Result<Option<CheckpointRow>, AuditEr
 }
 
 pub async fn head_size(db: &Db) -> Result<u64, AuditError> {
-    let head = store::audit::head(db.conn()).await?;
-    u64::try_from(head.size).map_err(|_| AuditError::CorruptHead)
+    let size = store::audit::head_size(db.conn()).await?;
+    u64::try_from(size).map_err(|_| AuditError::CorruptHead)
 }
 
 async fn leaves(db: &Db, size: u64) -> Result<Vec<Hash>, AuditError> {
@@ -202,7 +210,7 @@ async fn leaves(db: &Db, size: u64) -> Result<Vec<Hash>, AuditError> {
         return Err(AuditError::BeyondHead { size, head });
     }
     let size_i = i64::try_from(size).map_err(|_| AuditError::CorruptHead)?;
-    store::audit::leaf_hashes(db.conn(), size_i)
+    store::audit::leaf_hashes(db.conn(), 0, size_i)
         .await?
         .into_iter()
         .map(|h| Hash::try_from(h.as_slice()).map_err(|_| AuditError::CorruptHead))

@@ -1,14 +1,14 @@
 //! Rows of the audit log. The hashing and signing live in `audit`; this file only
 //! moves rows, always inside the caller's transaction when writing.
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
 };
 
 use super::StoreError;
 use super::entity::audit_checkpoint::{self, Entity as Checkpoint};
 use super::entity::audit_entry::{self, Entity as Entry};
-use super::entity::audit_head::{self, Entity as Head};
+use super::entity::audit_head::Entity as Head;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryRow {
@@ -45,15 +45,10 @@ impl From<audit_entry::Model> for EntryRow {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HeadRow {
-    pub size: i64,
-    pub frontier: Vec<u8>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckpointRow {
     pub size: i64,
     pub root: Vec<u8>,
+    pub frontier: Vec<u8>,
     pub key_version: i32,
     pub note: String,
     pub created_at: i64,
@@ -64,6 +59,7 @@ impl From<audit_checkpoint::Model> for CheckpointRow {
         Self {
             size: m.size,
             root: m.root,
+            frontier: m.frontier,
             key_version: m.key_version,
             note: m.note,
             created_at: m.created_at,
@@ -71,45 +67,51 @@ impl From<audit_checkpoint::Model> for CheckpointRow {
     }
 }
 
-/// Reads the head row, locking it until the transaction ends (`FOR UPDATE` on
-/// PostgreSQL; on SQLite the `BEGIN IMMEDIATE` write lock already serialises appends).
-pub async fn lock_head<C: ConnectionTrait>(c: &C) -> Result<HeadRow, StoreError> {
-    let row = Head::find_by_id(1).lock_exclusive().one(c).await?;
-    let row = row.ok_or(StoreError::Corrupt {
-        table: "audit_head",
-        reason: "the head row is missing".into(),
-    })?;
-    Ok(HeadRow {
-        size: row.size,
-        frontier: row.frontier,
-    })
+async fn update_head<C: ConnectionTrait>(c: &C, sql: &str) -> Result<i64, StoreError> {
+    let row = c
+        .query_one_raw(Statement::from_string(
+            c.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await?
+        .ok_or(StoreError::Corrupt {
+            table: "audit_head",
+            reason: "the head row is missing".into(),
+        })?;
+    Ok(row.try_get_by_index::<i64>(0)?)
 }
 
-pub async fn head<C: ConnectionTrait>(c: &C) -> Result<HeadRow, StoreError> {
+/// Takes the next sequence number. The update locks the head row (PostgreSQL) or the
+/// database (SQLite) until the transaction ends, so sequence numbers never repeat or skip.
+pub async fn next_seq<C: ConnectionTrait>(c: &C) -> Result<i64, StoreError> {
+    let size = update_head(
+        c,
+        "UPDATE audit_head SET size = size + 1 WHERE id = 1 RETURNING size",
+    )
+    .await?;
+    Ok(size - 1)
+}
+
+/// Locks the head without appending and returns the current size.
+pub async fn lock_head<C: ConnectionTrait>(c: &C) -> Result<i64, StoreError> {
+    update_head(
+        c,
+        "UPDATE audit_head SET size = size WHERE id = 1 RETURNING size",
+    )
+    .await
+}
+
+pub async fn head_size<C: ConnectionTrait>(c: &C) -> Result<i64, StoreError> {
     let row = Head::find_by_id(1).one(c).await?;
     let row = row.ok_or(StoreError::Corrupt {
         table: "audit_head",
         reason: "the head row is missing".into(),
     })?;
-    Ok(HeadRow {
-        size: row.size,
-        frontier: row.frontier,
-    })
-}
-
-pub async fn set_head<C: ConnectionTrait>(c: &C, head: &HeadRow) -> Result<(), StoreError> {
-    audit_head::ActiveModel {
-        id: Set(1),
-        size: Set(head.size),
-        frontier: Set(head.frontier.clone()),
-    }
-    .update(c)
-    .await?;
-    Ok(())
+    Ok(row.size)
 }
 
 pub async fn insert_entry<C: ConnectionTrait>(c: &C, e: &EntryRow) -> Result<(), StoreError> {
-    audit_entry::ActiveModel {
+    let row = audit_entry::ActiveModel {
         seq: Set(e.seq),
         at_us: Set(e.at_us),
         actor_key_id: Set(e.actor_key_id.clone()),
@@ -121,9 +123,8 @@ pub async fn insert_entry<C: ConnectionTrait>(c: &C, e: &EntryRow) -> Result<(),
         outcome: Set(e.outcome.clone()),
         request_id: Set(e.request_id.clone()),
         leaf_hash: Set(e.leaf_hash.clone()),
-    }
-    .insert(c)
-    .await?;
+    };
+    Entry::insert(row).exec_without_returning(c).await?;
     Ok(())
 }
 
@@ -146,12 +147,17 @@ pub async fn entry<C: ConnectionTrait>(c: &C, seq: i64) -> Result<Option<EntryRo
     Ok(Entry::find_by_id(seq).one(c).await?.map(EntryRow::from))
 }
 
-/// The stored leaf hashes of entries `[0, size)`, in order.
-pub async fn leaf_hashes<C: ConnectionTrait>(c: &C, size: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+/// The stored leaf hashes of entries `[from, to)`, in order.
+pub async fn leaf_hashes<C: ConnectionTrait>(
+    c: &C,
+    from: i64,
+    to: i64,
+) -> Result<Vec<Vec<u8>>, StoreError> {
     let hashes: Vec<Vec<u8>> = Entry::find()
         .select_only()
         .column(audit_entry::Column::LeafHash)
-        .filter(audit_entry::Column::Seq.lt(size))
+        .filter(audit_entry::Column::Seq.gte(from))
+        .filter(audit_entry::Column::Seq.lt(to))
         .order_by_asc(audit_entry::Column::Seq)
         .into_tuple()
         .all(c)
@@ -163,15 +169,15 @@ pub async fn insert_checkpoint<C: ConnectionTrait>(
     c: &C,
     cp: &CheckpointRow,
 ) -> Result<(), StoreError> {
-    audit_checkpoint::ActiveModel {
+    let row = audit_checkpoint::ActiveModel {
         size: Set(cp.size),
         root: Set(cp.root.clone()),
+        frontier: Set(cp.frontier.clone()),
         key_version: Set(cp.key_version),
         note: Set(cp.note.clone()),
         created_at: Set(cp.created_at),
-    }
-    .insert(c)
-    .await?;
+    };
+    Checkpoint::insert(row).exec_without_returning(c).await?;
     Ok(())
 }
 

@@ -334,3 +334,47 @@ async fn when_the_audit_log_cannot_be_written_the_change_is_refused_and_nothing_
     // A denial that cannot be recorded is not answered as a plain 401 either.
     assert_eq!(app.get("/v1/keys", None).await.status(), 503);
 }
+
+#[tokio::test]
+async fn two_gateway_nodes_on_one_database_share_one_gap_free_sequence() {
+    let a = spawn_app().await;
+    // A second node over the same database and master key.
+    let settings = consentry::config::Settings {
+        listen: "127.0.0.1:0".into(),
+        data_dir: a.data_dir.path().join("node-b"),
+        database_url: Some(secrecy::SecretString::from(a.state.settings.database_url())),
+        master_key: Some(secrecy::SecretString::from(
+            crate::helpers::test_master_key(),
+        )),
+        checkpoint_every_entries: 7,
+        ..consentry::config::Settings::default()
+    };
+    let b = consentry::startup::Application::build(settings)
+        .await
+        .unwrap();
+    assert!(
+        b.bootstrap_token().is_none(),
+        "only the first node bootstraps"
+    );
+    let b_url = format!("http://127.0.0.1:{}", b.port());
+    tokio::spawn(b.run_until_stopped());
+
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let client = a.client.clone();
+        let url = if i % 2 == 0 {
+            a.url("/v1/whoami")
+        } else {
+            format!("{b_url}/v1/whoami")
+        };
+        // Unauthenticated calls: each one appends a denial entry on its node.
+        tasks.push(tokio::spawn(async move {
+            client.get(url).send().await.unwrap().status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 401);
+    }
+    let report = a.verify().await.expect("the shared log verifies");
+    assert_eq!(report.entries, 41);
+}
