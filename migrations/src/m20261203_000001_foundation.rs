@@ -81,6 +81,32 @@ impl MigrationTrait for Migration {
             )
             .await?;
 
+        // Each inserted entry advances the head inside the database, so an append is one
+        // statement from the gateway's side.
+        let db = manager.get_connection();
+        match manager.get_database_backend() {
+            sea_orm_migration::sea_orm::DatabaseBackend::Postgres => {
+                db.execute_unprepared(
+                    "CREATE FUNCTION consentry_audit_advance_head() RETURNS trigger AS $$ \
+                     BEGIN UPDATE audit_head SET size = size + 1 WHERE id = 1; RETURN NULL; END \
+                     $$ LANGUAGE plpgsql",
+                )
+                .await?;
+                db.execute_unprepared(
+                    "CREATE TRIGGER audit_entries_advance_head AFTER INSERT ON audit_entries \
+                     FOR EACH ROW EXECUTE FUNCTION consentry_audit_advance_head()",
+                )
+                .await?;
+            }
+            _ => {
+                db.execute_unprepared(
+                    "CREATE TRIGGER audit_entries_advance_head AFTER INSERT ON audit_entries \
+                     BEGIN UPDATE audit_head SET size = size + 1 WHERE id = 1; END",
+                )
+                .await?;
+            }
+        }
+
         manager
             .create_table(
                 Table::create()
@@ -107,6 +133,12 @@ impl MigrationTrait for Migration {
         ] {
             manager
                 .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        if manager.get_database_backend() == sea_orm_migration::sea_orm::DatabaseBackend::Postgres {
+            manager
+                .get_connection()
+                .execute_unprepared("DROP FUNCTION IF EXISTS consentry_audit_advance_head()")
                 .await?;
         }
         Ok(())

@@ -15,6 +15,7 @@ pub use entry::{Entry, NewEntry, Outcome};
 pub use verify::{VerifyError, VerifyFailure, VerifyReport, verify};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sea_orm::ConnectionTrait;
 
@@ -53,6 +54,8 @@ pub struct AuditLog {
     clock: Arc<dyn Clock>,
     origin: String,
     checkpoint_every: u64,
+    /// The sequence number this node expects to append next (a hint, checked by the database).
+    next_hint: Arc<AtomicU64>,
 }
 
 impl AuditLog {
@@ -67,6 +70,7 @@ impl AuditLog {
             clock,
             origin,
             checkpoint_every: checkpoint_every.max(1),
+            next_hint: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -89,10 +93,18 @@ impl AuditLog {
         c: &C,
         new: NewEntry,
     ) -> Result<u64, AuditError> {
-        let seq = store::audit::next_seq(c).await?;
-        let seq = u64::try_from(seq).map_err(|_| AuditError::CorruptHead)?;
-        let entry = new.into_entry(seq, self.clock.now());
-        store::audit::insert_entry(c, &entry.to_row()).await?;
+        // Try the sequence number this node expects next; if another node or process
+        // appended meanwhile, lock the head, read the true size and append there.
+        let mut entry = new.into_entry(self.next_hint.load(Ordering::Relaxed), self.clock.now());
+        if !store::audit::insert_entry_if_next(c, &entry.to_row()).await? {
+            let size = store::audit::lock_head(c).await?;
+            entry.seq = u64::try_from(size).map_err(|_| AuditError::CorruptHead)?;
+            if !store::audit::insert_entry_if_next(c, &entry.to_row()).await? {
+                return Err(AuditError::CorruptHead);
+            }
+        }
+        let seq = entry.seq;
+        self.next_hint.store(seq + 1, Ordering::Relaxed);
         if (seq + 1).is_multiple_of(self.checkpoint_every) {
             self.insert_checkpoint(c, seq + 1).await?;
         }

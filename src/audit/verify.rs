@@ -10,8 +10,6 @@ use super::merkle::{Frontier, Hash};
 use crate::crypto::{KeyKind, Keyring};
 use crate::store::{self, Db, StoreError};
 
-const PAGE: u64 = 10_000;
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyReport {
     pub entries: u64,
@@ -50,33 +48,33 @@ pub async fn verify(db: &Db, keyring: &Keyring) -> Result<VerifyReport, VerifyEr
     let mut last_cp_size = 0u64;
     let mut expected = 0u64;
 
-    loop {
-        let rows = store::audit::entries_from(db.conn(), expected as i64, PAGE).await?;
-        let done = (rows.len() as u64) < PAGE;
-        for row in rows {
-            let seq = row.seq as u64;
-            if seq != expected {
-                return Err(broken(expected, format!("entry {expected} is missing")));
-            }
-            let stored_leaf = row.leaf_hash.clone();
-            let entry = Entry::from_row(row).map_err(|_| broken(seq, "unreadable entry"))?;
-            let leaf = entry.leaf_hash();
-            if stored_leaf != leaf {
-                return Err(broken(
-                    seq,
-                    "the entry does not match its leaf hash (altered, swapped or reordered)",
-                ));
-            }
-            frontier.push(leaf);
-            expected += 1;
-            while let Some(cp) = next_cp.next_if(|cp| cp.size as u64 == expected) {
-                check_checkpoint(cp, &frontier, keyring, last_cp_size)?;
-                last_cp_size = expected;
-            }
+    let scan = store::audit::scan_entries(db, |mut row| {
+        let seq = row.seq as u64;
+        if seq != expected {
+            return Err(broken(expected, format!("entry {expected} is missing")));
         }
-        if done {
-            break;
+        let stored_leaf = std::mem::take(&mut row.leaf_hash);
+        let entry = Entry::from_row(row).map_err(|_| broken(seq, "unreadable entry"))?;
+        let leaf = entry.leaf_hash();
+        if stored_leaf != leaf {
+            return Err(broken(
+                seq,
+                "the entry does not match its leaf hash (altered, swapped or reordered)",
+            ));
         }
+        frontier.push(leaf);
+        expected += 1;
+        while let Some(cp) = next_cp.next_if(|cp| cp.size as u64 == expected) {
+            check_checkpoint(cp, &frontier, keyring, last_cp_size)?;
+            last_cp_size = expected;
+        }
+        Ok(())
+    })
+    .await;
+    match scan {
+        Ok(()) => {}
+        Err(store::audit::ScanError::Visitor(e)) => return Err(e),
+        Err(store::audit::ScanError::Store(e)) => return Err(e.into()),
     }
 
     if let Some(cp) = next_cp.next() {

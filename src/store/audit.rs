@@ -1,8 +1,8 @@
 //! Rows of the audit log. The hashing and signing live in `audit`; this file only
 //! moves rows, always inside the caller's transaction when writing.
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, RuntimeErr, Statement, Value,
 };
 
 use super::StoreError;
@@ -81,17 +81,6 @@ async fn update_head<C: ConnectionTrait>(c: &C, sql: &str) -> Result<i64, StoreE
     Ok(row.try_get_by_index::<i64>(0)?)
 }
 
-/// Takes the next sequence number. The update locks the head row (PostgreSQL) or the
-/// database (SQLite) until the transaction ends, so sequence numbers never repeat or skip.
-pub async fn next_seq<C: ConnectionTrait>(c: &C) -> Result<i64, StoreError> {
-    let size = update_head(
-        c,
-        "UPDATE audit_head SET size = size + 1 WHERE id = 1 RETURNING size",
-    )
-    .await?;
-    Ok(size - 1)
-}
-
 /// Locks the head without appending and returns the current size.
 pub async fn lock_head<C: ConnectionTrait>(c: &C) -> Result<i64, StoreError> {
     update_head(
@@ -110,22 +99,46 @@ pub async fn head_size<C: ConnectionTrait>(c: &C) -> Result<i64, StoreError> {
     Ok(row.size)
 }
 
-pub async fn insert_entry<C: ConnectionTrait>(c: &C, e: &EntryRow) -> Result<(), StoreError> {
-    let row = audit_entry::ActiveModel {
-        seq: Set(e.seq),
-        at_us: Set(e.at_us),
-        actor_key_id: Set(e.actor_key_id.clone()),
-        actor_role: Set(e.actor_role.clone()),
-        action: Set(e.action.clone()),
-        purpose: Set(e.purpose.clone()),
-        subject_ref: Set(e.subject_ref.clone()),
-        attributes: Set(e.attributes.clone()),
-        outcome: Set(e.outcome.clone()),
-        request_id: Set(e.request_id.clone()),
-        leaf_hash: Set(e.leaf_hash.clone()),
+/// Inserts `e` if and only if its sequence number is the head's current size, in one
+/// statement; a trigger then advances the head. On PostgreSQL the head row is locked
+/// (`FOR UPDATE`) until the transaction ends; on SQLite the `BEGIN IMMEDIATE` write lock
+/// serialises appends. Returns false, changing nothing, when another append got there first.
+pub async fn insert_entry_if_next<C: ConnectionTrait>(
+    c: &C,
+    e: &EntryRow,
+) -> Result<bool, StoreError> {
+    let backend = c.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "INSERT INTO audit_entries (seq, at_us, actor_key_id, actor_role, action, purpose, \
+             subject_ref, attributes, outcome, request_id, leaf_hash) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM audit_head \
+             WHERE id = 1 AND size = $12 FOR UPDATE"
+        }
+        _ => {
+            "INSERT INTO audit_entries (seq, at_us, actor_key_id, actor_role, action, purpose, \
+             subject_ref, attributes, outcome, request_id, leaf_hash) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM audit_head WHERE id = 1 AND size = ?"
+        }
     };
-    Entry::insert(row).exec_without_returning(c).await?;
-    Ok(())
+    let values: Vec<Value> = vec![
+        e.seq.into(),
+        e.at_us.into(),
+        e.actor_key_id.clone().into(),
+        e.actor_role.clone().into(),
+        e.action.clone().into(),
+        e.purpose.clone().into(),
+        e.subject_ref.clone().into(),
+        e.attributes.clone().into(),
+        e.outcome.clone().into(),
+        e.request_id.clone().into(),
+        e.leaf_hash.clone().into(),
+        e.seq.into(),
+    ];
+    let res = c
+        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    Ok(res.rows_affected() == 1)
 }
 
 /// Entries with `seq >= from`, in order, at most `limit`.
@@ -199,4 +212,71 @@ pub async fn checkpoints<C: ConnectionTrait>(c: &C) -> Result<Vec<CheckpointRow>
         .into_iter()
         .map(CheckpointRow::from)
         .collect())
+}
+
+type EntryTuple = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+    Vec<u8>,
+);
+
+const SCAN_SQL: &str = "SELECT seq, at_us, actor_key_id, actor_role, action, purpose, subject_ref, \
+    attributes, outcome, request_id, leaf_hash FROM audit_entries ORDER BY seq";
+
+fn from_tuple(t: EntryTuple) -> EntryRow {
+    EntryRow {
+        seq: t.0,
+        at_us: t.1,
+        actor_key_id: t.2,
+        actor_role: t.3,
+        action: t.4,
+        purpose: t.5,
+        subject_ref: t.6,
+        attributes: t.7,
+        outcome: t.8,
+        request_id: t.9,
+        leaf_hash: t.10,
+    }
+}
+
+/// Why a scan stopped: the database, or the visitor.
+#[derive(Debug)]
+pub enum ScanError<E> {
+    Store(StoreError),
+    Visitor(E),
+}
+
+macro_rules! scan_pool {
+    ($pool:expr, $visit:expr) => {{
+        use futures_util::TryStreamExt;
+        let mut rows = sea_orm::sqlx::query_as::<_, EntryTuple>(SCAN_SQL).fetch($pool);
+        while let Some(t) = rows.try_next().await.map_err(|e| {
+            ScanError::Store(StoreError::from(DbErr::Query(RuntimeErr::SqlxError(
+                e.into(),
+            ))))
+        })? {
+            $visit(from_tuple(t)).map_err(ScanError::Visitor)?;
+        }
+        Ok(())
+    }};
+}
+
+/// Streams every entry in sequence order to `visit`, without holding the log in memory.
+/// This is the verifier's hot path, so it reads through the driver directly.
+pub async fn scan_entries<E>(
+    db: &super::Db,
+    mut visit: impl FnMut(EntryRow) -> Result<(), E>,
+) -> Result<(), ScanError<E>> {
+    match db.backend() {
+        DbBackend::Postgres => scan_pool!(db.conn().get_postgres_connection_pool(), visit),
+        _ => scan_pool!(db.conn().get_sqlite_connection_pool(), visit),
+    }
 }

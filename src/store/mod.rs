@@ -79,6 +79,8 @@ impl Db {
         opts.max_connections(options.max_connections)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(5))
+            // Ping only connections idle long enough to have been dropped, not every checkout.
+            .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .sqlx_logging(false);
         if url.starts_with("sqlite:") {
             let sync = match options.sqlite_synchronous {
