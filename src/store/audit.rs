@@ -270,13 +270,54 @@ macro_rules! scan_pool {
 }
 
 /// Streams every entry in sequence order to `visit`, without holding the log in memory.
-/// This is the verifier's hot path, so it reads through the driver directly.
+/// This is the verifier's hot path, so it reads through the drivers directly: on SQLite
+/// a read-only rusqlite connection (sqlx hands each row across threads, which caps a scan
+/// near 110,000 rows/s), on PostgreSQL one streamed query. On SQLite the scan runs on the
+/// calling thread: verification is a batch job, not a request handler.
 pub async fn scan_entries<E>(
     db: &super::Db,
     mut visit: impl FnMut(EntryRow) -> Result<(), E>,
 ) -> Result<(), ScanError<E>> {
-    match db.backend() {
-        DbBackend::Postgres => scan_pool!(db.conn().get_postgres_connection_pool(), visit),
-        _ => scan_pool!(db.conn().get_sqlite_connection_pool(), visit),
+    match (db.backend(), db.sqlite_path()) {
+        (DbBackend::Postgres, _) => scan_pool!(db.conn().get_postgres_connection_pool(), visit),
+        (_, Some(path)) => scan_sqlite_file(path, visit),
+        (_, None) => scan_pool!(db.conn().get_sqlite_connection_pool(), visit),
     }
+}
+
+fn scan_sqlite_file<E>(
+    path: &std::path::Path,
+    mut visit: impl FnMut(EntryRow) -> Result<(), E>,
+) -> Result<(), ScanError<E>> {
+    use rusqlite::{Connection, OpenFlags};
+    let fail = |e: rusqlite::Error| {
+        ScanError::Store(StoreError::Corrupt {
+            table: "audit_entries",
+            reason: format!("direct read failed: {e}"),
+        })
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(fail)?;
+    let mut stmt = conn.prepare(SCAN_SQL).map_err(fail)?;
+    let mut rows = stmt.query([]).map_err(fail)?;
+    while let Some(r) = rows.next().map_err(fail)? {
+        let row = EntryRow {
+            seq: r.get(0).map_err(fail)?,
+            at_us: r.get(1).map_err(fail)?,
+            actor_key_id: r.get(2).map_err(fail)?,
+            actor_role: r.get(3).map_err(fail)?,
+            action: r.get(4).map_err(fail)?,
+            purpose: r.get(5).map_err(fail)?,
+            subject_ref: r.get(6).map_err(fail)?,
+            attributes: r.get(7).map_err(fail)?,
+            outcome: r.get(8).map_err(fail)?,
+            request_id: r.get(9).map_err(fail)?,
+            leaf_hash: r.get(10).map_err(fail)?,
+        };
+        visit(row).map_err(ScanError::Visitor)?;
+    }
+    Ok(())
 }

@@ -70,11 +70,20 @@ pub struct DbOptions {
 #[derive(Clone, Debug)]
 pub struct Db {
     conn: DatabaseConnection,
+    /// The SQLite file, for the verifier's direct reader; `None` on PostgreSQL.
+    sqlite_path: Option<std::path::PathBuf>,
 }
 
 impl Db {
     /// Connects to `sqlite://PATH` (created if missing, WAL, foreign keys on) or `postgres://...`.
     pub async fn connect(url: &str, options: &DbOptions) -> Result<Self, StoreError> {
+        let sqlite_path = if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url)
+                .ok()
+                .map(|o| o.get_filename().to_path_buf())
+        } else {
+            None
+        };
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.max_connections(options.max_connections)
             .min_connections(1)
@@ -96,7 +105,9 @@ impl Db {
             });
         }
         let conn = Database::connect(opts).await?;
-        Ok(Self { conn })
+        // An in-memory database has no file another connection could read.
+        let sqlite_path = sqlite_path.filter(|p| p.is_file());
+        Ok(Self { conn, sqlite_path })
     }
 
     /// The URL used when none is configured: `sqlite://DATA_DIR/consentry.db`.
@@ -106,6 +117,10 @@ impl Db {
 
     pub fn conn(&self) -> &DatabaseConnection {
         &self.conn
+    }
+
+    pub(crate) fn sqlite_path(&self) -> Option<&Path> {
+        self.sqlite_path.as_deref()
     }
 
     pub fn backend(&self) -> DbBackend {
