@@ -129,6 +129,9 @@ impl Application {
             core.clock.now(),
         )
         .await?;
+        // Sign what the log holds now (entries written by the CLI or before a restart), so a
+        // checkpoint exists from the first request on.
+        core.audit.checkpoint_if_behind(&core.db).await?;
         let auth = Authenticator::new(
             core.db.clone(),
             core.keyring.clone(),

@@ -8,7 +8,8 @@ fn h(s: &str) -> Hash {
     hex::decode(s).unwrap().try_into().unwrap()
 }
 
-/// A log of 10 entries (the bootstrap, then nine key creations), checkpointed every 4.
+/// A log of 10 entries (the bootstrap, then nine key creations), checkpointed at start
+/// (size 1) and every 4 entries (sizes 4 and 8).
 async fn app_with_ten_entries() -> (TestApp, String) {
     let app = spawn_app_with(Options {
         checkpoint_every: 4,
@@ -34,7 +35,7 @@ async fn an_untouched_log_verifies_and_its_checkpoint_matches() {
     let (app, auditor) = app_with_ten_entries().await;
     let report = app.verify().await.expect("verifies");
     assert_eq!(report.entries, 10);
-    assert_eq!(report.checkpoints, 2);
+    assert_eq!(report.checkpoints, 3);
 
     let cp: Value = app
         .get("/v1/audit/checkpoint", Some(&auditor))
@@ -169,7 +170,7 @@ async fn a_periodic_checkpoint_covers_entries_written_since_the_last_one() {
         .await
         .unwrap();
     assert_eq!(cp["size"], 10);
-    assert_eq!(app.verify().await.unwrap().checkpoints, 3);
+    assert_eq!(app.verify().await.unwrap().checkpoints, 4);
 }
 
 async fn snapshot(app: &TestApp) {
@@ -280,7 +281,7 @@ async fn a_consistent_rewrite_of_an_entry_is_caught_by_the_checkpoint() {
     ))
     .await;
     let (at, why) = broken_at(app.verify().await);
-    assert_eq!(at, 0, "{why}");
+    assert_eq!(at, 1, "{why}");
     assert!(why.contains("checkpoint 4"), "{why}");
 }
 
@@ -290,7 +291,7 @@ async fn a_forged_checkpoint_signature_is_detected() {
     app.exec("UPDATE audit_checkpoints SET note = replace(note, '\u{2014} consentry.local/audit ', '\u{2014} consentry.local/audit AAAA') WHERE size = 4")
         .await;
     let (at, why) = broken_at(app.verify().await);
-    assert_eq!(at, 0, "{why}");
+    assert_eq!(at, 1, "{why}");
 }
 
 #[tokio::test]
