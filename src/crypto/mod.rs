@@ -6,9 +6,11 @@
 //! - no key material or master key is ever formatted by `Debug`.
 pub mod keyring;
 mod master;
+pub mod subject;
 
 pub use keyring::{KeyKind, KeyVersion, Keyring, KeyringError, SharedKeyring};
 pub use master::{MasterKey, MasterKeySource, write_secret_file};
+pub use subject::SubjectKey;
 
 use ring::{digest, hmac};
 

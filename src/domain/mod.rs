@@ -1,8 +1,10 @@
 //! Parse-don't-validate types shared by every module. No I/O here.
+mod contact;
 mod ids;
 mod role;
 mod time;
 
+pub use contact::{Email, Phone};
 pub use ids::{PurposeId, RecipientId};
 pub use role::{Role, RoleParseError};
 pub use time::{Clock, SystemClock, Timestamp};
