@@ -124,20 +124,7 @@ pub struct Context<'a> {
 
 /// Creates a key; returns it and the token, which is shown once and never stored.
 pub async fn create_key(ctx: &Context<'_>, new: NewKey) -> Result<(KeyInfo, String), AdminError> {
-    let token = tokio::task::spawn_blocking(api_key::generate)
-        .await
-        .map_err(|_| AdminError::Keyring(KeyringError::Random))??;
-    let row = ApiKeyRow {
-        id: token.key_id.clone(),
-        name: new.name,
-        role: new.role,
-        recipient: new.recipient.map(|r| r.as_ref().to_owned()),
-        purposes: new.purposes.iter().map(|p| p.as_ref().to_owned()).collect(),
-        secret_hash: token.secret_hash,
-        created_at: ctx.now.unix_micros(),
-        last_used_at: None,
-        revoked_at: None,
-    };
+    let (row, token) = generate_key(new, ctx.now).await?;
     let txn = ctx.db.begin_write().await?;
     store::api_keys::insert(&txn, &row).await?;
     let entry = NewEntry::new(ctx.actor.clone(), "keys.create", Outcome::Ok)
@@ -148,7 +135,26 @@ pub async fn create_key(ctx: &Context<'_>, new: NewKey) -> Result<(KeyInfo, Stri
         ]);
     ctx.audit.append(&txn, entry).await?;
     txn.commit().await.map_err(StoreError::from)?;
-    Ok((KeyInfo::from(&row), token.token))
+    Ok((KeyInfo::from(&row), token))
+}
+
+/// A new key's row and its token (argon2 runs off the async threads).
+async fn generate_key(new: NewKey, now: Timestamp) -> Result<(ApiKeyRow, String), AdminError> {
+    let token = tokio::task::spawn_blocking(api_key::generate)
+        .await
+        .map_err(|_| AdminError::Keyring(KeyringError::Random))??;
+    let row = ApiKeyRow {
+        id: token.key_id,
+        name: new.name,
+        role: new.role,
+        recipient: new.recipient.map(|r| r.as_ref().to_owned()),
+        purposes: new.purposes.iter().map(|p| p.as_ref().to_owned()).collect(),
+        secret_hash: token.secret_hash,
+        created_at: now.unix_micros(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    Ok((row, token.token))
 }
 
 pub async fn list_keys(db: &Db) -> Result<Vec<KeyInfo>, AdminError> {
@@ -233,26 +239,14 @@ pub async fn bootstrap_admin(
     if store::api_keys::count(&txn).await? > 0 {
         return Ok(None);
     }
-    let token = tokio::task::spawn_blocking(api_key::generate)
-        .await
-        .map_err(|_| AdminError::Keyring(KeyringError::Random))??;
-    let row = ApiKeyRow {
-        id: token.key_id.clone(),
-        name: "bootstrap admin".into(),
-        role: Role::Admin,
-        recipient: None,
-        purposes: Vec::new(),
-        secret_hash: token.secret_hash,
-        created_at: now.unix_micros(),
-        last_used_at: None,
-        revoked_at: None,
-    };
+    let new = NewKey::parse("bootstrap admin", Role::Admin, None, &[])?;
+    let (row, token) = generate_key(new, now).await?;
     store::api_keys::insert(&txn, &row).await?;
     let entry = NewEntry::new(Actor::system(), "keys.bootstrap", Outcome::Ok)
         .attributes(vec![format!("key:{}", row.id), "role:admin".into()]);
     audit.append(&txn, entry).await?;
-    crypto::write_secret_file(&data_dir.join("admin.token"), &token.token)
+    crypto::write_secret_file(&data_dir.join("admin.token"), &token)
         .map_err(|e| AdminError::Invalid(format!("cannot write admin.token: {e}")))?;
     txn.commit().await.map_err(StoreError::from)?;
-    Ok(Some(token.token))
+    Ok(Some(token))
 }

@@ -112,6 +112,15 @@ impl AuditLog {
         Ok(seq)
     }
 
+    /// Records an entry that goes with no other change (a refusal, a token issued), in a
+    /// transaction of its own.
+    pub async fn record(&self, db: &Db, new: NewEntry) -> Result<u64, AuditError> {
+        let txn = db.begin_write().await?;
+        let seq = self.append(&txn, new).await?;
+        txn.commit().await.map_err(StoreError::from)?;
+        Ok(seq)
+    }
+
     /// Signs a checkpoint for the current size if entries were added since the last one.
     /// Returns the new checkpoint's size, if one was made.
     pub async fn checkpoint_if_behind(&self, db: &Db) -> Result<Option<u64>, AuditError> {

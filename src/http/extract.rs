@@ -246,9 +246,7 @@ async fn audit_denial(
     let entry = NewEntry::new(actor, "auth.denied", Outcome::Denied)
         .request_id(request_id.clone())
         .attributes(vec![format!("route:{route}"), format!("reason:{reason}")]);
-    let txn = state.db.begin_write().await?;
-    state.audit.append(&txn, entry).await?;
-    txn.commit().await.map_err(crate::store::StoreError::from)?;
+    state.audit.record(&state.db, entry).await?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ mod middleware;
 pub mod routes;
 
 use actix_web::web::{self, ServiceConfig};
-use actix_web::{HttpRequest, HttpResponse, Resource, Route};
+use actix_web::{HttpRequest, HttpResponse, Resource};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -59,10 +59,6 @@ fn resource(path: &str) -> Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
-fn get() -> Route {
-    web::get()
-}
-
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
         ApiError::new(
@@ -84,23 +80,23 @@ pub fn configure(cfg: &mut ServiceConfig) {
         )
         .into()
     }))
-    .service(resource("/healthz").route(get().to(system::healthz)))
-    .service(resource("/readyz").route(get().to(system::readyz)))
-    .service(resource("/metrics").route(get().to(system::metrics)))
-    .service(resource("/openapi.json").route(get().to(system::openapi)))
+    .service(resource("/healthz").route(web::get().to(system::healthz)))
+    .service(resource("/readyz").route(web::get().to(system::readyz)))
+    .service(resource("/metrics").route(web::get().to(system::metrics)))
+    .service(resource("/openapi.json").route(web::get().to(system::openapi)))
     .service(resource("/oauth/token").route(web::post().to(oauth::token)))
-    .service(resource("/v1/whoami").route(get().to(system::whoami)))
+    .service(resource("/v1/whoami").route(web::get().to(system::whoami)))
     .service(
         resource("/v1/keys")
             .route(web::post().to(keys::create))
-            .route(get().to(keys::list)),
+            .route(web::get().to(keys::list)),
     )
     .service(resource("/v1/keys/{id}").route(web::delete().to(keys::revoke)))
     .service(resource("/v1/keyring/{kind}/rotate").route(web::post().to(keys::rotate)))
-    .service(resource("/v1/audit/entries").route(get().to(audit::entries)))
-    .service(resource("/v1/audit/checkpoint").route(get().to(audit::checkpoint)))
-    .service(resource("/v1/audit/proof/{seq}").route(get().to(audit::proof)))
-    .service(resource("/v1/audit/consistency").route(get().to(audit::consistency)))
+    .service(resource("/v1/audit/entries").route(web::get().to(audit::entries)))
+    .service(resource("/v1/audit/checkpoint").route(web::get().to(audit::checkpoint)))
+    .service(resource("/v1/audit/proof/{seq}").route(web::get().to(audit::proof)))
+    .service(resource("/v1/audit/consistency").route(web::get().to(audit::consistency)))
     .service(
         utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
             .config(utoipa_swagger_ui::Config::from("/openapi.json")),

@@ -148,9 +148,7 @@ pub async fn token(
         Ok(issued) => {
             let entry = NewEntry::new(issued.caller.actor(), "auth.token_issued", Outcome::Ok)
                 .request_id(rid);
-            let txn = state.db.begin_write().await?;
-            state.audit.append(&txn, entry).await?;
-            txn.commit().await.map_err(crate::store::StoreError::from)?;
+            state.audit.record(&state.db, entry).await?;
             Ok(HttpResponse::Ok()
                 .insert_header((header::CACHE_CONTROL, "no-store"))
                 .json(TokenResponse {
@@ -166,9 +164,7 @@ pub async fn token(
                     "route:POST /oauth/token".into(),
                     "reason:invalid".into(),
                 ]);
-            let txn = state.db.begin_write().await?;
-            state.audit.append(&txn, entry).await?;
-            txn.commit().await.map_err(crate::store::StoreError::from)?;
+            state.audit.record(&state.db, entry).await?;
             Ok(oauth_error(
                 401,
                 "invalid_client",
