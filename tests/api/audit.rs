@@ -8,6 +8,14 @@ fn h(s: &str) -> Hash {
     hex::decode(s).unwrap().try_into().unwrap()
 }
 
+fn hashes(v: &Value) -> Vec<Hash> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| h(x.as_str().unwrap()))
+        .collect()
+}
+
 /// A log of 10 entries (the bootstrap, then nine key creations), checkpointed at start
 /// (size 1) and every 4 entries (sizes 4 and 8).
 async fn app_with_ten_entries() -> (TestApp, String) {
@@ -37,12 +45,7 @@ async fn an_untouched_log_verifies_and_its_checkpoint_matches() {
     assert_eq!(report.entries, 10);
     assert_eq!(report.checkpoints, 3);
 
-    let cp: Value = app
-        .get("/v1/audit/checkpoint", Some(&auditor))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let cp: Value = app.get_json("/v1/audit/checkpoint", Some(&auditor)).await;
     assert_eq!(cp["size"], 8);
     let note = cp["note"].as_str().unwrap();
     assert!(note.starts_with("consentry.local/audit\n8\n"), "{note}");
@@ -61,19 +64,13 @@ async fn an_untouched_log_verifies_and_its_checkpoint_matches() {
 async fn entries_page_in_order_and_each_leaf_hash_is_recomputable() {
     let (app, auditor) = app_with_ten_entries().await;
     let p1: Value = app
-        .get("/v1/audit/entries?limit=4", Some(&auditor))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/audit/entries?limit=4", Some(&auditor))
+        .await;
     assert_eq!(p1["entries"].as_array().unwrap().len(), 4);
     assert_eq!(p1["next_after"], 3);
     let p2: Value = app
-        .get("/v1/audit/entries?after=3&limit=100", Some(&auditor))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json("/v1/audit/entries?after=3&limit=100", Some(&auditor))
+        .await;
     let seqs: Vec<u64> = p2["entries"]
         .as_array()
         .unwrap()
@@ -95,26 +92,13 @@ async fn entries_page_in_order_and_each_leaf_hash_is_recomputable() {
 #[tokio::test]
 async fn inclusion_and_consistency_proofs_verify_against_the_checkpoint_root() {
     let (app, auditor) = app_with_ten_entries().await;
-    let cp: Value = app
-        .get("/v1/audit/checkpoint", Some(&auditor))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let cp: Value = app.get_json("/v1/audit/checkpoint", Some(&auditor)).await;
     let root8 = h(cp["root"].as_str().unwrap());
     for seq in 0..8u64 {
         let p: Value = app
-            .get(&format!("/v1/audit/proof/{seq}?size=8"), Some(&auditor))
-            .await
-            .json()
-            .await
-            .unwrap();
-        let path: Vec<Hash> = p["path"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| h(x.as_str().unwrap()))
-            .collect();
+            .get_json(&format!("/v1/audit/proof/{seq}?size=8"), Some(&auditor))
+            .await;
+        let path = hashes(&p["path"]);
         let leaf = h(p["leaf_hash"].as_str().unwrap());
         assert!(
             merkle::verify_inclusion(seq, 8, &leaf, &path, &root8),
@@ -122,17 +106,9 @@ async fn inclusion_and_consistency_proofs_verify_against_the_checkpoint_root() {
         );
     }
     let c: Value = app
-        .get("/v1/audit/consistency?from=3&to=8", Some(&auditor))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let path: Vec<Hash> = c["path"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| h(x.as_str().unwrap()))
-        .collect();
+        .get_json("/v1/audit/consistency?from=3&to=8", Some(&auditor))
+        .await;
+    let path = hashes(&c["path"]);
     assert_eq!(h(c["to_root"].as_str().unwrap()), root8);
     assert!(merkle::verify_consistency(
         3,
@@ -163,12 +139,7 @@ async fn a_periodic_checkpoint_covers_entries_written_since_the_last_one() {
         app.state.audit.checkpoint_if_behind(&app.db).await.unwrap(),
         None
     );
-    let cp: Value = app
-        .get("/v1/audit/checkpoint", Some(&auditor))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let cp: Value = app.get_json("/v1/audit/checkpoint", Some(&auditor)).await;
     assert_eq!(cp["size"], 10);
     assert_eq!(app.verify().await.unwrap().checkpoints, 4);
 }

@@ -2,16 +2,6 @@ use serde_json::Value;
 
 use crate::helpers::{Options, spawn_app, spawn_app_with};
 
-async fn token_for(app: &crate::helpers::TestApp, id: &str, secret: &str) -> reqwest::Response {
-    app.client
-        .post(app.url("/oauth/token"))
-        .basic_auth(id, Some(secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn missing_or_bad_credentials_get_401_with_www_authenticate() {
     let app = spawn_app().await;
@@ -37,7 +27,7 @@ async fn client_credentials_give_a_short_lived_token_that_carries_the_role() {
     let app = spawn_app().await;
     let (id, secret) = app.create_key("auditor").await;
 
-    let resp = token_for(&app, &id, &secret).await;
+    let resp = app.token_request(&id, &secret).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let v: Value = resp.json().await.unwrap();
@@ -85,7 +75,7 @@ async fn wrong_client_secrets_and_grants_are_refused_in_oauth_form() {
     let (id, secret) = app.create_key("dpo").await;
     let (other_id, _) = app.create_key("auditor").await;
 
-    let resp = token_for(&app, &id, "cs_wrong").await;
+    let resp = app.token_request(&id, "cs_wrong").await;
     assert_eq!(resp.status(), 401);
     assert!(
         resp.headers()["www-authenticate"]
@@ -97,7 +87,7 @@ async fn wrong_client_secrets_and_grants_are_refused_in_oauth_form() {
     assert_eq!(v["error"], "invalid_client");
 
     // A valid secret presented under another key's id.
-    assert_eq!(token_for(&app, &other_id, &secret).await.status(), 401);
+    assert_eq!(app.token_request(&other_id, &secret).await.status(), 401);
 
     let resp = app
         .client
@@ -126,19 +116,15 @@ async fn wrong_client_secrets_and_grants_are_refused_in_oauth_form() {
 async fn access_tokens_of_a_revoked_key_stop_working() {
     let app = spawn_app().await;
     let (id, secret) = app.create_key("auditor").await;
-    let v: Value = token_for(&app, &id, &secret).await.json().await.unwrap();
+    let v: Value = app.token_request(&id, &secret).await.json().await.unwrap();
     let access = v["access_token"].as_str().unwrap().to_owned();
     assert_eq!(app.get("/v1/whoami", Some(&access)).await.status(), 200);
     let resp = app
-        .client
-        .delete(app.url(&format!("/v1/keys/{id}")))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap();
+        .delete(&format!("/v1/keys/{id}"), Some(&app.admin_token))
+        .await;
     assert_eq!(resp.status(), 204);
     assert_eq!(app.get("/v1/whoami", Some(&access)).await.status(), 401);
-    assert_eq!(token_for(&app, &id, &secret).await.status(), 401);
+    assert_eq!(app.token_request(&id, &secret).await.status(), 401);
 }
 
 #[tokio::test]

@@ -142,6 +142,37 @@ impl TestApp {
         req.send().await.expect("request")
     }
 
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> Value {
+        self.get(path, token).await.json().await.expect("json body")
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.delete(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// `POST /oauth/token` with the key id and token as HTTP Basic credentials.
+    pub async fn token_request(&self, id: &str, secret: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/oauth/token"))
+            .basic_auth(id, Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// An access token for the key, which must be accepted.
+    pub async fn access_token(&self, id: &str, secret: &str) -> String {
+        let resp = self.token_request(id, secret).await;
+        assert_eq!(resp.status(), 200, "token for {id}");
+        let v: Value = resp.json().await.expect("json");
+        v["access_token"].as_str().expect("access_token").to_owned()
+    }
+
     pub async fn post_json(
         &self,
         path: &str,

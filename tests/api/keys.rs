@@ -22,21 +22,13 @@ async fn an_admin_creates_lists_and_revokes_keys_and_secrets_never_show() {
     );
 
     let resp = app
-        .client
-        .delete(app.url(&format!("/v1/keys/{id}")))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap();
+        .delete(&format!("/v1/keys/{id}"), Some(&app.admin_token))
+        .await;
     assert_eq!(resp.status(), 204);
     assert_eq!(app.get("/v1/whoami", Some(&token)).await.status(), 401);
     let again = app
-        .client
-        .delete(app.url(&format!("/v1/keys/{id}")))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap();
+        .delete(&format!("/v1/keys/{id}"), Some(&app.admin_token))
+        .await;
     assert_eq!(again.status(), 404);
 }
 
@@ -116,19 +108,7 @@ async fn esp_keys_need_a_recipient_and_purposes_and_others_refuse_them() {
 async fn rotating_a_key_kind_adds_a_version_and_old_tokens_keep_working() {
     let app = spawn_app().await;
     let (id, token) = app.create_key("auditor").await;
-    let form = [("grant_type", "client_credentials")];
-    let old: Value = app
-        .client
-        .post(app.url("/oauth/token"))
-        .basic_auth(&id, Some(&token))
-        .form(&form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let old = old["access_token"].as_str().unwrap().to_owned();
+    let old = app.access_token(&id, &token).await;
     let resp = app
         .client
         .post(app.url("/v1/keyring/token_signing/rotate"))
@@ -139,18 +119,8 @@ async fn rotating_a_key_kind_adds_a_version_and_old_tokens_keep_working() {
     assert_eq!(resp.status(), 201);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["version"], 2);
-    let new: Value = app
-        .client
-        .post(app.url("/oauth/token"))
-        .basic_auth(&id, Some(&token))
-        .form(&form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let new = new["access_token"].as_str().unwrap();
+    let new = app.access_token(&id, &token).await;
+    let new = new.as_str();
     assert_ne!(old, new);
     assert_eq!(app.get("/v1/whoami", Some(&old)).await.status(), 200);
     assert_eq!(app.get("/v1/whoami", Some(new)).await.status(), 200);
