@@ -19,6 +19,7 @@ pub enum ErrorCode {
     InvalidJson,
     InvalidQuery,
     InvalidPath,
+    InvalidMessage,
     Unauthorized,
     Forbidden,
     NotFound,
@@ -34,11 +35,12 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidPath,
+        ErrorCode::InvalidMessage,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -68,6 +70,7 @@ impl ErrorCode {
             C::InvalidJson => (StatusCode::BAD_REQUEST, "invalid_json"),
             C::InvalidQuery => (StatusCode::BAD_REQUEST, "invalid_query"),
             C::InvalidPath => (StatusCode::BAD_REQUEST, "invalid_path"),
+            C::InvalidMessage => (StatusCode::BAD_REQUEST, "invalid_message"),
             C::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             C::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             C::NotFound => (StatusCode::NOT_FOUND, "not_found"),
@@ -106,6 +109,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after: Option<u64>,
+    /// The `WWW-Authenticate` challenge of a 401 (Bearer unless a route says otherwise).
+    pub challenge: Option<&'static str>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -120,6 +125,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -158,7 +164,7 @@ impl ResponseError for ApiError {
         if self.code == ErrorCode::Unauthorized {
             resp.insert_header((
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"consentry\""),
+                HeaderValue::from_static(self.challenge.unwrap_or("Bearer realm=\"consentry\"")),
             ));
         }
         if let Some(secs) = self.retry_after {
@@ -238,6 +244,18 @@ impl From<AuthError> for ApiError {
                 )
             },
             AuthError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<crate::profiles::ingest::IngestError> for ApiError {
+    fn from(e: crate::profiles::ingest::IngestError) -> Self {
+        use crate::profiles::ingest::IngestError as E;
+        match e {
+            E::Invalid(m) => ApiError::new(ErrorCode::InvalidMessage, m.to_string()),
+            E::Store(s) => s.into(),
+            E::Audit(a) => a.into(),
+            E::Keyring(k) => k.into(),
         }
     }
 }

@@ -31,13 +31,56 @@ fn state(req: &HttpRequest) -> Result<Data<AppState>, ApiError> {
         .ok_or_else(|| ApiError::new(ErrorCode::Internal, "application state missing"))
 }
 
-/// A JSON request body, parsed strictly when the handler asks for it, so that
-/// authorisation (an earlier extractor) is decided before the body is read.
-pub struct JsonBody<T> {
+/// A request body, read (gunzipped if sent with `Content-Encoding: gzip`) only when the
+/// handler asks, so that authorisation, an earlier extractor, is decided first.
+pub struct RawBody {
     body: Decompress<Payload>,
+    declared: Option<usize>,
+}
+
+impl RawBody {
+    /// The whole body, refused with 413 past `limit` bytes (after decompression).
+    pub async fn read(self, limit: usize) -> Result<BytesMut, ApiError> {
+        if self.declared.is_some_and(|n| n > limit) {
+            return Err(too_large(limit));
+        }
+        let mut body = self.body;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|_| {
+                ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
+            })?;
+            if buf.len() + chunk.len() > limit {
+                return Err(too_large(limit));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    }
+}
+
+impl FromRequest for RawBody {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        std::future::ready(Ok(Self {
+            body: Decompress::from_headers(payload.take(), req.headers()),
+            declared,
+        }))
+    }
+}
+
+/// A JSON request body, parsed strictly when the handler asks for it.
+pub struct JsonBody<T> {
+    raw: RawBody,
     limit: usize,
     is_json: bool,
-    declared: Option<usize>,
     _t: PhantomData<T>,
 }
 
@@ -49,21 +92,7 @@ impl<T: DeserializeOwned> JsonBody<T> {
                 "send the body as JSON with `Content-Type: application/json`",
             ));
         }
-        if self.declared.is_some_and(|n| n > self.limit) {
-            return Err(too_large(self.limit));
-        }
-        let mut body = self.body;
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|_| {
-                ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
-            })?;
-            if buf.len() + chunk.len() > self.limit {
-                return Err(too_large(self.limit));
-            }
-            buf.extend_from_slice(&chunk);
-        }
-        parse_json(&buf)
+        parse_json(&self.raw.read(self.limit).await?)
     }
 }
 
@@ -78,16 +107,14 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             .ok()
             .flatten()
             .is_some_and(|m| m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"));
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
+        let raw = match RawBody::from_request(req, payload).into_inner() {
+            Ok(raw) => raw,
+            Err(e) => return std::future::ready(Err(e)),
+        };
         std::future::ready(Ok(Self {
-            body: Decompress::from_headers(payload.take(), req.headers()),
+            raw,
             limit,
             is_json,
-            declared,
             _t: PhantomData,
         }))
     }
@@ -138,6 +165,7 @@ macro_rules! permission {
 }
 
 permission!(AdminOnly, "Key and keyring management.", [Admin]);
+permission!(IngestOnly, "The tracking API's write keys.", [Ingest]);
 permission!(AuditorOnly, "Reading and proving the audit log.", [Auditor]);
 permission!(
     AnyRole,
@@ -145,21 +173,67 @@ permission!(
     [Admin, Dpo, Auditor, Esp, Ingest]
 );
 
-/// A caller proven to hold one of `P::ROLES`. 401 without valid credentials, 403 with the
-/// wrong role; both are audited.
-pub struct Authorized<P: Permission> {
-    pub caller: Caller,
-    pub request_id: Option<String>,
-    _p: PhantomData<P>,
+/// Where a route reads its credentials from.
+pub trait Scheme {
+    /// The `WWW-Authenticate` challenge sent with a 401.
+    const CHALLENGE: &'static str;
+    fn token(req: &HttpRequest) -> Option<String>;
 }
 
-impl<P: Permission> Authorized<P> {
+/// `Authorization: Bearer <token>`: every `/v1` route but the tracking API.
+pub struct Bearer;
+
+impl Scheme for Bearer {
+    const CHALLENGE: &'static str = "Bearer realm=\"consentry\"";
+
+    fn token(req: &HttpRequest) -> Option<String> {
+        let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    }
+}
+
+/// HTTP Basic with the write key as the user name and an empty password, as Segment's
+/// client libraries send it.
+pub struct WriteKey;
+
+impl Scheme for WriteKey {
+    const CHALLENGE: &'static str = "Basic realm=\"consentry\"";
+
+    fn token(req: &HttpRequest) -> Option<String> {
+        use base64::Engine;
+        let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, b64) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let user = text.split_once(':').map_or(text.as_str(), |(u, _)| u);
+        (!user.is_empty()).then(|| user.to_owned())
+    }
+}
+
+/// A caller proven to hold one of `P::ROLES`, by credentials read as `S` says. 401
+/// without valid credentials, 403 with the wrong role; both are audited.
+pub struct Authorized<P: Permission, S: Scheme = Bearer> {
+    pub caller: Caller,
+    pub request_id: Option<String>,
+    _p: PhantomData<(P, S)>,
+}
+
+impl<P: Permission, S: Scheme> Authorized<P, S> {
     pub fn actor(&self) -> Actor {
         self.caller.actor()
     }
 }
 
-impl<P: Permission + 'static> FromRequest for Authorized<P> {
+impl<P: Permission + 'static, S: Scheme + 'static> FromRequest for Authorized<P, S> {
     type Error = ApiError;
     type Future = BoxFuture<Result<Self, ApiError>>;
 
@@ -174,9 +248,9 @@ impl<P: Permission + 'static> FromRequest for Authorized<P> {
                 req.method(),
                 req.match_pattern().unwrap_or_else(|| "unmatched".into())
             );
-            let token = bearer(&req);
+            let token = S::token(&req);
             let result = match token {
-                Some(t) => state.auth.authenticate(t, ip).await,
+                Some(t) => state.auth.authenticate(&t, ip).await,
                 None => {
                     if let Some(ip) = ip {
                         if let Err(secs) = state.auth.limiter.check(ip) {
@@ -199,7 +273,9 @@ impl<P: Permission + 'static> FromRequest for Authorized<P> {
                         "invalid"
                     };
                     audit_denial(&state, Actor::anonymous(), &route, reason, &request_id).await?;
-                    return Err(e.into());
+                    let mut err = ApiError::from(e);
+                    err.challenge = Some(S::CHALLENGE);
+                    return Err(err);
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -225,15 +301,6 @@ impl<P: Permission + 'static> FromRequest for Authorized<P> {
             })
         })
     }
-}
-
-fn bearer(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 async fn audit_denial(

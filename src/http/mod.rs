@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
 pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_header};
 
 use error::{ApiError, ErrorCode};
-use routes::{audit, keys, oauth, system};
+use routes::{audit, keys, oauth, system, tracking};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,8 @@ use routes::{audit, keys, oauth, system};
         oauth::token,
         keys::create, keys::list, keys::revoke, keys::rotate,
         audit::entries, audit::checkpoint, audit::proof, audit::consistency,
+        tracking::identify, tracking::track, tracking::page, tracking::screen,
+        tracking::group, tracking::alias, tracking::batch,
     ),
     modifiers(&Security),
     tags(
@@ -30,6 +32,7 @@ use routes::{audit, keys, oauth, system};
         (name = "auth", description = "Tokens and identity"),
         (name = "keys", description = "API keys and the keyring (admin)"),
         (name = "audit", description = "The tamper-evident access log (auditor)"),
+        (name = "tracking", description = "Segment-compatible tracking API (ingest write key as the HTTP Basic user name)"),
     )
 )]
 struct ApiDoc;
@@ -97,6 +100,13 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(resource("/v1/audit/checkpoint").route(web::get().to(audit::checkpoint)))
     .service(resource("/v1/audit/proof/{seq}").route(web::get().to(audit::proof)))
     .service(resource("/v1/audit/consistency").route(web::get().to(audit::consistency)))
+    .service(resource("/v1/identify").route(web::post().to(tracking::identify)))
+    .service(resource("/v1/track").route(web::post().to(tracking::track)))
+    .service(resource("/v1/page").route(web::post().to(tracking::page)))
+    .service(resource("/v1/screen").route(web::post().to(tracking::screen)))
+    .service(resource("/v1/group").route(web::post().to(tracking::group)))
+    .service(resource("/v1/alias").route(web::post().to(tracking::alias)))
+    .service(resource("/v1/batch").route(web::post().to(tracking::batch)))
     .service(
         utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
             .config(utoipa_swagger_ui::Config::from("/openapi.json")),

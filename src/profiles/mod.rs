@@ -1,3 +1,5 @@
-//! Profiles and ingestion (issue 3, in progress): the Segment tracking-spec parser is
-//! here; storage, identity resolution and aggregates build on it.
+//! Profiles and ingestion (issue 3, in progress): the Segment tracking API's parser and
+//! ingestion with identity resolution; imports, aggregates and look-up build on it.
+mod classify;
+pub mod ingest;
 pub mod segment;

@@ -4,6 +4,7 @@ pub mod api_keys;
 pub mod audit;
 mod entity;
 pub mod keyring;
+pub mod profiles;
 
 use std::path::Path;
 use std::str::FromStr;

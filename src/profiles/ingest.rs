@@ -1,0 +1,367 @@
+//! Ingesting checked Segment messages: deterministic identity resolution, sealed
+//! identifiers, traits and events. Guarantees:
+//! - a request is one transaction with its audit entry: acknowledged means stored;
+//! - a repeated `messageId` from the same write key changes nothing;
+//! - identifier values and identifying traits are stored only sealed under the subject's
+//!   data key, found by blind index; event properties lose their direct identifiers;
+//! - messages linking two subjects merge them in the same transaction, unless each holds
+//!   a different `userId`: that is recorded as a conflict for review, never merged.
+use std::collections::BTreeSet;
+
+use sea_orm::ConnectionTrait;
+use serde_json::Value;
+
+use super::classify::{direct_identifier, strip_identifiers};
+use super::segment::{Kind, Message, MessageError};
+use crate::audit::{AuditError, AuditLog, NewEntry, Outcome};
+use crate::crypto::{Keyring, KeyringError, MasterKey, SubjectKey};
+use crate::domain::{Actor, Email, Phone, Timestamp};
+use crate::store::profiles::{self as repo, EventRow, IdentifierRow, TraitRow};
+use crate::store::{Db, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Invalid(#[from] MessageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IngestReport {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub subjects_created: usize,
+    pub merged: usize,
+    pub conflicts: usize,
+}
+
+pub struct Ingest<'a> {
+    pub db: &'a Db,
+    pub master: &'a MasterKey,
+    pub keyring: &'a Keyring,
+    pub audit: &'a AuditLog,
+    pub source: Actor,
+    pub request_id: Option<String>,
+    pub received_at: Timestamp,
+}
+
+/// The identifiers a message names, normalised.
+struct Ids {
+    /// (kind, normalised value), strongest first: user_id, email, phone, anonymous_id.
+    all: Vec<(&'static str, String)>,
+    user_id: Option<String>,
+}
+
+fn field(batched: bool, i: usize, name: &str) -> String {
+    if batched {
+        format!("batch[{i}].{name}")
+    } else {
+        name.to_owned()
+    }
+}
+
+fn invalid(batched: bool, i: usize, name: &str, reason: String) -> MessageError {
+    MessageError {
+        index: batched.then_some(i),
+        field: field(batched, i, name),
+        reason,
+    }
+}
+
+fn identifiers(m: &Message, batched: bool, i: usize) -> Result<Ids, MessageError> {
+    let mut all = Vec::new();
+    if let Some(u) = &m.user_id {
+        all.push(("user_id", u.clone()));
+    }
+    if m.kind == Kind::Alias
+        && let Some(p) = &m.previous_id
+    {
+        // The previous id may have been either kind: look both up.
+        all.push(("user_id", p.clone()));
+        all.push(("anonymous_id", p.clone()));
+    }
+    let context_traits = m.context.get("traits").and_then(Value::as_object);
+    let email = m
+        .traits
+        .get("email")
+        .map(|v| ("traits.email", v))
+        .or_else(|| {
+            context_traits
+                .and_then(|t| t.get("email"))
+                .map(|v| ("context.traits.email", v))
+        });
+    if let Some((name, v)) = email.filter(|(_, v)| !v.is_null()) {
+        let s = v
+            .as_str()
+            .ok_or_else(|| invalid(batched, i, name, "must be a string".into()))?;
+        let e = Email::parse(s).map_err(|r| invalid(batched, i, name, r))?;
+        all.push(("email", e.as_ref().to_owned()));
+    }
+    if let Some(v) = m.traits.get("phone").filter(|v| !v.is_null()) {
+        let s = v
+            .as_str()
+            .ok_or_else(|| invalid(batched, i, "traits.phone", "must be a string".into()))?;
+        let p = Phone::parse(s, None).map_err(|r| invalid(batched, i, "traits.phone", r))?;
+        all.push(("phone", p.as_ref().to_owned()));
+    }
+    if let Some(a) = &m.anonymous_id {
+        all.push(("anonymous_id", a.clone()));
+    }
+    Ok(Ids {
+        all,
+        user_id: m.user_id.clone(),
+    })
+}
+
+impl Ingest<'_> {
+    /// Checks every message's identifiers, then stores them all in one transaction.
+    pub async fn run(
+        &self,
+        messages: &[Message],
+        batched: bool,
+    ) -> Result<IngestReport, IngestError> {
+        let ids: Vec<Ids> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| identifiers(m, batched, i))
+            .collect::<Result<_, _>>()?;
+        let mut report = IngestReport::default();
+        let mut subjects = BTreeSet::new();
+        let mut attributes = BTreeSet::new();
+        let txn = self.db.begin_write().await?;
+        for (m, ids) in messages.iter().zip(&ids) {
+            if repo::event_exists(&txn, &self.source.key_id, &m.message_id).await? {
+                report.duplicates += 1;
+                continue;
+            }
+            let (subject, key) = self.resolve(&txn, ids, &mut report).await?;
+            self.store_message(&txn, m, &subject, &key, &mut attributes)
+                .await?;
+            subjects.insert(subject);
+            report.accepted += 1;
+        }
+        let action = if batched {
+            "ingest.batch".to_owned()
+        } else {
+            format!(
+                "ingest.{}",
+                messages.first().map_or("batch", |m| m.kind.as_str())
+            )
+        };
+        let mut entry = NewEntry::new(self.source.clone(), &action, Outcome::Ok)
+            .request_id(self.request_id.clone())
+            .attributes(attributes.into_iter().collect());
+        if subjects.len() == 1
+            && let Some(s) = subjects.first()
+        {
+            entry.subject_ref = Some(self.audit.subject_ref(s)?);
+        }
+        self.audit.append(&txn, entry).await?;
+        txn.commit().await.map_err(StoreError::from)?;
+        Ok(report)
+    }
+
+    /// Finds or creates the one subject these identifiers belong to, merging subjects
+    /// they link unless that would join two different user ids.
+    async fn resolve<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        ids: &Ids,
+        report: &mut IngestReport,
+    ) -> Result<(String, SubjectKey), IngestError> {
+        let mut found: Vec<String> = Vec::new();
+        let mut missing: Vec<(&'static str, &str)> = Vec::new();
+        for (kind, value) in &ids.all {
+            let indexes = self.keyring.blind_indexes(kind, value);
+            match repo::subject_for(c, kind, &indexes).await? {
+                Some(row) if !found.contains(&row.subject_id) => found.push(row.subject_id),
+                Some(_) => {}
+                None => missing.push((kind, value)),
+            }
+        }
+        let target = match found.first() {
+            None => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                let (key, wrapped) = SubjectKey::generate(self.master, &id)?;
+                repo::insert_subject(c, &id, wrapped, self.received_at.unix_micros()).await?;
+                report.subjects_created += 1;
+                (id, key)
+            }
+            Some(first) => {
+                let own_user = match &ids.user_id {
+                    Some(u) => {
+                        repo::subject_for(c, "user_id", &self.keyring.blind_indexes("user_id", u))
+                            .await?
+                            .map(|r| r.subject_id)
+                    }
+                    None => None,
+                };
+                let target = own_user.unwrap_or_else(|| first.clone());
+                let key = self.subject_key(c, &target).await?;
+                let target_user = self.user_id_index(c, &target).await?;
+                for other in found.iter().filter(|s| **s != target) {
+                    let other_user = self.user_id_index(c, other).await?;
+                    if target_user.is_some() && other_user.is_some() {
+                        let id = uuid::Uuid::new_v4().simple().to_string();
+                        repo::insert_conflict(
+                            c,
+                            &id,
+                            &target,
+                            other,
+                            "two different userIds",
+                            self.received_at.unix_micros(),
+                        )
+                        .await?;
+                        report.conflicts += 1;
+                        continue;
+                    }
+                    self.merge(c, other, &target, &key).await?;
+                    report.merged += 1;
+                }
+                (target, key)
+            }
+        };
+        for (kind, value) in missing {
+            let row = IdentifierRow {
+                kind: kind.to_owned(),
+                blind_index: self.keyring.blind_index(kind, value)?,
+                subject_id: target.0.clone(),
+                sealed: target.1.seal(kind, value.as_bytes())?,
+                created_at: self.received_at.unix_micros(),
+            };
+            repo::insert_identifier(c, &row).await?;
+        }
+        Ok(target)
+    }
+
+    async fn subject_key<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        id: &str,
+    ) -> Result<SubjectKey, IngestError> {
+        let wrapped = repo::subject_key(c, id).await?.ok_or(StoreError::Corrupt {
+            table: "subject_keys",
+            reason: "an active subject has no data key".into(),
+        })?;
+        Ok(SubjectKey::unwrap(self.master, id, &wrapped)?)
+    }
+
+    async fn user_id_index<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        subject: &str,
+    ) -> Result<Option<String>, IngestError> {
+        Ok(repo::identifiers_of(c, subject)
+            .await?
+            .into_iter()
+            .find(|r| r.kind == "user_id")
+            .map(|r| r.blind_index))
+    }
+
+    /// Moves everything of `from` to `into` (identifiers and sealed traits re-sealed under
+    /// `into`'s key), re-points its events, marks it merged and audits the merge.
+    async fn merge<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        from: &str,
+        into: &str,
+        into_key: &SubjectKey,
+    ) -> Result<(), IngestError> {
+        let from_key = self.subject_key(c, from).await?;
+        for mut row in repo::identifiers_of(c, from).await? {
+            let value = from_key.open(&row.kind, &row.sealed)?;
+            row.sealed = into_key.seal(&row.kind, &value)?;
+            row.subject_id = into.to_owned();
+            repo::move_identifier(c, &row).await?;
+        }
+        let kept: Vec<TraitRow> = repo::traits_of(c, into).await?;
+        for mut t in repo::traits_of(c, from).await? {
+            repo::delete_trait(c, from, &t.name).await?;
+            if kept
+                .iter()
+                .any(|k| k.name == t.name && k.updated_at >= t.updated_at)
+            {
+                continue;
+            }
+            if let Some(sealed) = &t.sealed {
+                let aad = format!("trait:{}", t.name);
+                t.sealed = Some(into_key.seal(&aad, &from_key.open(&aad, sealed)?)?);
+            }
+            t.subject_id = into.to_owned();
+            repo::upsert_trait(c, &t).await?;
+        }
+        repo::finish_merge(c, from, into).await?;
+        let entry = NewEntry {
+            subject_ref: Some(self.audit.subject_ref(into)?),
+            ..NewEntry::new(self.source.clone(), "subject.merge", Outcome::Ok)
+                .request_id(self.request_id.clone())
+                .attributes(vec![format!("merged:{}", self.audit.subject_ref(from)?)])
+        };
+        self.audit.append(c, entry).await?;
+        Ok(())
+    }
+
+    async fn store_message<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        m: &Message,
+        subject: &str,
+        key: &SubjectKey,
+        attributes: &mut BTreeSet<String>,
+    ) -> Result<(), IngestError> {
+        let at = m.timestamp.unix_micros();
+        if m.kind == Kind::Identify {
+            for (name, value) in &m.traits {
+                let (value, sealed, category) = match direct_identifier(name) {
+                    Some(category) => {
+                        let aad = format!("trait:{name}");
+                        (
+                            None,
+                            Some(key.seal(&aad, value.to_string().as_bytes())?),
+                            category,
+                        )
+                    }
+                    None => (Some(value.to_string()), None, "unclassified"),
+                };
+                repo::upsert_trait(
+                    c,
+                    &TraitRow {
+                        subject_id: subject.to_owned(),
+                        name: name.clone(),
+                        value,
+                        sealed,
+                        category: category.to_owned(),
+                        updated_at: at,
+                    },
+                )
+                .await?;
+                attributes.insert(format!("trait:{name}"));
+            }
+        }
+        let mut properties = Value::Object(m.properties.clone());
+        strip_identifiers(&mut properties);
+        repo::insert_event(
+            c,
+            &EventRow {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                subject_id: subject.to_owned(),
+                source_key_id: self.source.key_id.clone(),
+                message_id: m.message_id.clone(),
+                kind: m.kind.as_str().to_owned(),
+                name: m.event.clone().or_else(|| m.name.clone()),
+                properties: properties.to_string(),
+                occurred_at: at,
+                received_at: self.received_at.unix_micros(),
+            },
+        )
+        .await?;
+        repo::seen(c, subject, at).await?;
+        attributes.insert(format!("event:{}", m.kind.as_str()));
+        Ok(())
+    }
+}

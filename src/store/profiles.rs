@@ -1,0 +1,333 @@
+//! Subjects, identifiers, traits and events. Identifier values and identifying traits
+//! arrive here already sealed; this file never sees them in clear.
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+};
+
+use super::StoreError;
+use super::entity::event::{self, Entity as Event};
+use super::entity::identifier::{self, Entity as Identifier};
+use super::entity::identity_conflict::{self, Entity as Conflict};
+use super::entity::subject::{self, Entity as Subject};
+use super::entity::subject_key::{self, Entity as SubjectKey};
+use super::entity::subject_trait::{self, Entity as Trait};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentifierRow {
+    pub kind: String,
+    pub blind_index: String,
+    pub subject_id: String,
+    pub sealed: Vec<u8>,
+    pub created_at: i64,
+}
+
+impl From<identifier::Model> for IdentifierRow {
+    fn from(m: identifier::Model) -> Self {
+        Self {
+            kind: m.kind,
+            blind_index: m.blind_index,
+            subject_id: m.subject_id,
+            sealed: m.sealed,
+            created_at: m.created_at,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRow {
+    pub id: String,
+    pub subject_id: String,
+    pub source_key_id: String,
+    pub message_id: String,
+    pub kind: String,
+    pub name: Option<String>,
+    pub properties: String,
+    pub occurred_at: i64,
+    pub received_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraitRow {
+    pub subject_id: String,
+    pub name: String,
+    pub value: Option<String>,
+    pub sealed: Option<Vec<u8>>,
+    pub category: String,
+    pub updated_at: i64,
+}
+
+/// The subject holding any of `indexes` (the blind indexes of one value under each key
+/// version) for `kind`.
+pub async fn subject_for<C: ConnectionTrait>(
+    c: &C,
+    kind: &str,
+    indexes: &[String],
+) -> Result<Option<IdentifierRow>, StoreError> {
+    Ok(Identifier::find()
+        .filter(identifier::Column::Kind.eq(kind))
+        .filter(identifier::Column::BlindIndex.is_in(indexes.iter().cloned()))
+        .one(c)
+        .await?
+        .map(IdentifierRow::from))
+}
+
+pub async fn identifiers_of<C: ConnectionTrait>(
+    c: &C,
+    subject_id: &str,
+) -> Result<Vec<IdentifierRow>, StoreError> {
+    Ok(Identifier::find()
+        .filter(identifier::Column::SubjectId.eq(subject_id))
+        .all(c)
+        .await?
+        .into_iter()
+        .map(IdentifierRow::from)
+        .collect())
+}
+
+pub async fn insert_subject<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    wrapped_key: Vec<u8>,
+    at: i64,
+) -> Result<(), StoreError> {
+    Subject::insert(subject::ActiveModel {
+        id: Set(id.to_owned()),
+        status: Set("active".into()),
+        merged_into: Set(None),
+        created_at: Set(at),
+        first_seen_at: Set(at),
+        last_seen_at: Set(at),
+    })
+    .exec_without_returning(c)
+    .await?;
+    SubjectKey::insert(subject_key::ActiveModel {
+        subject_id: Set(id.to_owned()),
+        wrapped: Set(wrapped_key),
+        created_at: Set(at),
+    })
+    .exec_without_returning(c)
+    .await?;
+    Ok(())
+}
+
+pub async fn subject_key<C: ConnectionTrait>(
+    c: &C,
+    subject_id: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(SubjectKey::find_by_id(subject_id.to_owned())
+        .one(c)
+        .await?
+        .map(|m| m.wrapped))
+}
+
+/// Widens the subject's first/last seen to include `at`.
+pub async fn seen<C: ConnectionTrait>(c: &C, subject_id: &str, at: i64) -> Result<(), StoreError> {
+    Subject::update_many()
+        .col_expr(
+            subject::Column::FirstSeenAt,
+            Expr::case(subject::Column::FirstSeenAt.gt(at), at)
+                .finally(Expr::col(subject::Column::FirstSeenAt))
+                .into(),
+        )
+        .col_expr(
+            subject::Column::LastSeenAt,
+            Expr::case(subject::Column::LastSeenAt.lt(at), at)
+                .finally(Expr::col(subject::Column::LastSeenAt))
+                .into(),
+        )
+        .filter(subject::Column::Id.eq(subject_id))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// Inserts an identifier unless that (kind, blind index) is already taken.
+pub async fn insert_identifier<C: ConnectionTrait>(
+    c: &C,
+    row: &IdentifierRow,
+) -> Result<bool, StoreError> {
+    let n = Identifier::insert(identifier::ActiveModel {
+        kind: Set(row.kind.clone()),
+        blind_index: Set(row.blind_index.clone()),
+        subject_id: Set(row.subject_id.clone()),
+        sealed: Set(row.sealed.clone()),
+        created_at: Set(row.created_at),
+    })
+    .on_conflict(
+        OnConflict::columns([identifier::Column::Kind, identifier::Column::BlindIndex])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(c)
+    .await?;
+    Ok(n == 1)
+}
+
+/// Moves an identifier to another subject with its value sealed under that subject's key.
+pub async fn move_identifier<C: ConnectionTrait>(
+    c: &C,
+    row: &IdentifierRow,
+) -> Result<(), StoreError> {
+    Identifier::update_many()
+        .col_expr(
+            identifier::Column::SubjectId,
+            Expr::value(row.subject_id.clone()),
+        )
+        .col_expr(identifier::Column::Sealed, Expr::value(row.sealed.clone()))
+        .filter(identifier::Column::Kind.eq(row.kind.clone()))
+        .filter(identifier::Column::BlindIndex.eq(row.blind_index.clone()))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// Inserts an event once per (source, message id). Returns false for a repeat.
+pub async fn insert_event<C: ConnectionTrait>(c: &C, e: &EventRow) -> Result<bool, StoreError> {
+    let n = Event::insert(event::ActiveModel {
+        id: Set(e.id.clone()),
+        subject_id: Set(e.subject_id.clone()),
+        source_key_id: Set(e.source_key_id.clone()),
+        message_id: Set(e.message_id.clone()),
+        kind: Set(e.kind.clone()),
+        name: Set(e.name.clone()),
+        properties: Set(e.properties.clone()),
+        occurred_at: Set(e.occurred_at),
+        received_at: Set(e.received_at),
+    })
+    .on_conflict(
+        OnConflict::columns([event::Column::SourceKeyId, event::Column::MessageId])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(c)
+    .await?;
+    Ok(n == 1)
+}
+
+pub async fn upsert_trait<C: ConnectionTrait>(c: &C, t: &TraitRow) -> Result<(), StoreError> {
+    Trait::insert(subject_trait::ActiveModel {
+        subject_id: Set(t.subject_id.clone()),
+        name: Set(t.name.clone()),
+        value: Set(t.value.clone()),
+        sealed: Set(t.sealed.clone()),
+        category: Set(t.category.clone()),
+        updated_at: Set(t.updated_at),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            subject_trait::Column::SubjectId,
+            subject_trait::Column::Name,
+        ])
+        .update_columns([
+            subject_trait::Column::Value,
+            subject_trait::Column::Sealed,
+            subject_trait::Column::Category,
+            subject_trait::Column::UpdatedAt,
+        ])
+        .to_owned(),
+    )
+    .exec_without_returning(c)
+    .await?;
+    Ok(())
+}
+
+pub async fn traits_of<C: ConnectionTrait>(
+    c: &C,
+    subject_id: &str,
+) -> Result<Vec<TraitRow>, StoreError> {
+    Ok(Trait::find()
+        .filter(subject_trait::Column::SubjectId.eq(subject_id))
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|m| TraitRow {
+            subject_id: m.subject_id,
+            name: m.name,
+            value: m.value,
+            sealed: m.sealed,
+            category: m.category,
+            updated_at: m.updated_at,
+        })
+        .collect())
+}
+
+pub async fn delete_trait<C: ConnectionTrait>(
+    c: &C,
+    subject_id: &str,
+    name: &str,
+) -> Result<(), StoreError> {
+    Trait::delete_many()
+        .filter(subject_trait::Column::SubjectId.eq(subject_id))
+        .filter(subject_trait::Column::Name.eq(name))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// Re-points the events of `from` to `into`, marks `from` merged and drops its data key
+/// (its identifiers and traits must already have been moved).
+pub async fn finish_merge<C: ConnectionTrait>(
+    c: &C,
+    from: &str,
+    into: &str,
+) -> Result<(), StoreError> {
+    Event::update_many()
+        .col_expr(event::Column::SubjectId, Expr::value(into.to_owned()))
+        .filter(event::Column::SubjectId.eq(from))
+        .exec(c)
+        .await?;
+    let first: Option<subject::Model> = Subject::find_by_id(from.to_owned()).one(c).await?;
+    if let Some(old) = first {
+        seen(c, into, old.first_seen_at).await?;
+        seen(c, into, old.last_seen_at).await?;
+    }
+    Subject::update_many()
+        .col_expr(subject::Column::Status, Expr::value("merged"))
+        .col_expr(subject::Column::MergedInto, Expr::value(into.to_owned()))
+        .filter(subject::Column::Id.eq(from))
+        .exec(c)
+        .await?;
+    SubjectKey::delete_by_id(from.to_owned()).exec(c).await?;
+    Ok(())
+}
+
+pub async fn insert_conflict<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    a: &str,
+    b: &str,
+    reason: &str,
+    at: i64,
+) -> Result<(), StoreError> {
+    Conflict::insert(identity_conflict::ActiveModel {
+        id: Set(id.to_owned()),
+        subject_a: Set(a.to_owned()),
+        subject_b: Set(b.to_owned()),
+        reason: Set(reason.to_owned()),
+        created_at: Set(at),
+    })
+    .exec_without_returning(c)
+    .await?;
+    Ok(())
+}
+
+pub async fn event_count<C: ConnectionTrait>(c: &C, subject_id: &str) -> Result<u64, StoreError> {
+    Ok(Event::find()
+        .filter(event::Column::SubjectId.eq(subject_id))
+        .count(c)
+        .await?)
+}
+
+pub async fn event_exists<C: ConnectionTrait>(
+    c: &C,
+    source_key_id: &str,
+    message_id: &str,
+) -> Result<bool, StoreError> {
+    Ok(Event::find()
+        .filter(event::Column::SourceKeyId.eq(source_key_id))
+        .filter(event::Column::MessageId.eq(message_id))
+        .count(c)
+        .await?
+        > 0)
+}

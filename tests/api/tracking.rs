@@ -1,0 +1,396 @@
+//! The Segment-compatible tracking API.
+use serde_json::{Value, json};
+
+use sea_orm::ConnectionTrait;
+
+use crate::helpers::{TestApp, spawn_app};
+
+/// An SQL condition true when any column of the row contains `needle`, as text or bytes.
+fn contains(app: &TestApp, columns: &[(String, bool)], needle: &str) -> String {
+    let conds: Vec<String> = columns
+        .iter()
+        .map(|(c, is_blob)| match (app.backend(), is_blob) {
+            (sea_orm::DbBackend::Postgres, true) => {
+                format!("position(convert_to('{needle}', 'UTF8') in {c}) > 0")
+            }
+            (sea_orm::DbBackend::Postgres, false) => {
+                format!("position('{needle}' in CAST({c} AS TEXT)) > 0")
+            }
+            _ => format!("instr(CAST({c} AS BLOB), CAST('{needle}' AS BLOB)) > 0"),
+        })
+        .collect();
+    format!("({})", conds.join(" OR "))
+}
+
+/// Every column of a table, and whether it holds bytes.
+async fn columns_of(app: &TestApp, table: &str) -> Vec<(String, bool)> {
+    let sql = match app.backend() {
+        sea_orm::DbBackend::Postgres => format!(
+            "SELECT column_name, data_type = 'bytea' FROM information_schema.columns WHERE table_name = '{table}'"
+        ),
+        _ => format!("SELECT name, type = 'blob' FROM pragma_table_info('{table}')"),
+    };
+    app.db
+        .conn()
+        .query_all_raw(sea_orm::Statement::from_string(app.backend(), sql))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.try_get_by_index::<String>(0).unwrap(),
+                r.try_get_by_index::<bool>(1).unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn send(app: &TestApp, key: &str, route: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url(route))
+        .basic_auth(key, Some(""))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn count(app: &TestApp, table: &str, filter: &str) -> i64 {
+    app.scalar_i64(&format!("SELECT COUNT(*) FROM {table} {filter}"))
+        .await
+}
+
+async fn active_subjects(app: &TestApp) -> i64 {
+    count(app, "subjects", "WHERE status = 'active'").await
+}
+
+#[tokio::test]
+async fn a_write_key_sends_every_call_type_and_each_is_stored() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let calls = [
+        (
+            "/v1/identify",
+            json!({"userId": "u1", "traits": {"plan": "gold"}}),
+        ),
+        (
+            "/v1/track",
+            json!({"userId": "u1", "event": "Order Completed", "properties": {"revenue": 30}}),
+        ),
+        ("/v1/page", json!({"userId": "u1", "name": "Home"})),
+        ("/v1/screen", json!({"userId": "u1", "name": "Cart"})),
+        ("/v1/group", json!({"userId": "u1", "groupId": "acme"})),
+        ("/v1/alias", json!({"userId": "u1", "previousId": "anon-1"})),
+    ];
+    for (route, body) in &calls {
+        let resp = send(&app, &key, route, body).await;
+        assert_eq!(resp.status(), 200, "{route}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["success"], true);
+    }
+    assert_eq!(count(&app, "events", "").await, 6);
+    assert_eq!(active_subjects(&app).await, 1);
+    let names: i64 = count(&app, "events", "WHERE name = 'Order Completed'").await;
+    assert_eq!(names, 1);
+}
+
+#[tokio::test]
+async fn a_repeated_message_id_is_stored_once() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let body = json!({"batch": [
+        {"type": "track", "userId": "u1", "event": "Product Viewed", "messageId": "m-1"},
+        {"type": "track", "userId": "u1", "event": "Product Viewed", "messageId": "m-2"},
+    ]});
+    let v: Value = send(&app, &key, "/v1/batch", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["accepted"], 2);
+    let v: Value = send(&app, &key, "/v1/batch", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["accepted"].clone(), v["duplicates"].clone()),
+        (json!(0), json!(2))
+    );
+    assert_eq!(count(&app, "events", "").await, 2);
+}
+
+#[tokio::test]
+async fn an_invalid_message_refuses_the_batch_and_nothing_is_written() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let entries = count(&app, "audit_entries", "").await;
+    let body = json!({"batch": [
+        {"type": "identify", "userId": "u1", "traits": {"email": "jane@example.com"}},
+        {"type": "track", "userId": "u1"},
+    ]});
+    let resp = send(&app, &key, "/v1/batch", &body).await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_message");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("batch[1].event"),
+        "{v}"
+    );
+    let bad_email = json!({"userId": "u1", "traits": {"email": "not-an-address"}});
+    let resp = send(&app, &key, "/v1/identify", &bad_email).await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("traits.email"),
+        "{v}"
+    );
+    assert_eq!(count(&app, "events", "").await, 0);
+    assert_eq!(count(&app, "subjects", "").await, 0);
+    assert_eq!(count(&app, "audit_entries", "").await, entries);
+}
+
+#[tokio::test]
+async fn write_keys_come_as_basic_user_names_and_only_ingest_keys_may_write() {
+    let app = spawn_app().await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let body = json!({"userId": "u1", "event": "e"});
+    let resp = app
+        .client
+        .post(app.url("/v1/track"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    assert_eq!(
+        send(&app, "cs_wrong", "/v1/track", &body).await.status(),
+        401
+    );
+    assert_eq!(send(&app, &dpo, "/v1/track", &body).await.status(), 403);
+}
+
+#[tokio::test]
+async fn gzip_bodies_and_oversized_messages() {
+    use std::io::Write;
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(
+        json!({"batch": [{"type": "track", "anonymousId": "a", "event": "e"}]})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    let resp = app
+        .client
+        .post(app.url("/v1/batch"))
+        .basic_auth(&key, Some(""))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(enc.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let big = json!({"anonymousId": "a", "event": "e", "properties": {"x": "y".repeat(40_000)}});
+    assert_eq!(send(&app, &key, "/v1/track", &big).await.status(), 413);
+}
+
+#[tokio::test]
+async fn anonymous_browsing_then_identify_is_one_person() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    send(
+        &app,
+        &key,
+        "/v1/page",
+        &json!({"anonymousId": "anon-7", "name": "Shoes"}),
+    )
+    .await;
+    send(
+        &app,
+        &key,
+        "/v1/track",
+        &json!({"anonymousId": "anon-7", "event": "Product Viewed"}),
+    )
+    .await;
+    assert_eq!(active_subjects(&app).await, 1);
+    send(
+        &app,
+        &key,
+        "/v1/identify",
+        &json!({"userId": "u-7", "anonymousId": "anon-7",
+        "traits": {"email": "Jane@Example.com"}}),
+    )
+    .await;
+    assert_eq!(active_subjects(&app).await, 1);
+    // Later, the same person by email alone from another device: still one subject.
+    send(
+        &app,
+        &key,
+        "/v1/track",
+        &json!({"anonymousId": "anon-phone", "event": "Cart Viewed",
+        "context": {"traits": {"email": "jane@example.com"}}}),
+    )
+    .await;
+    assert_eq!(active_subjects(&app).await, 1);
+    assert_eq!(count(&app, "events", "").await, 4);
+}
+
+#[tokio::test]
+async fn a_message_linking_two_subjects_merges_them() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    send(
+        &app,
+        &key,
+        "/v1/track",
+        &json!({"anonymousId": "laptop", "event": "Product Viewed"}),
+    )
+    .await;
+    send(
+        &app,
+        &key,
+        "/v1/identify",
+        &json!({"userId": "u-9", "traits": {"plan": "gold"}}),
+    )
+    .await;
+    assert_eq!(active_subjects(&app).await, 2);
+    send(
+        &app,
+        &key,
+        "/v1/alias",
+        &json!({"previousId": "laptop", "userId": "u-9"}),
+    )
+    .await;
+    assert_eq!(active_subjects(&app).await, 1);
+    assert_eq!(
+        count(
+            &app,
+            "subjects",
+            "WHERE status = 'merged' AND merged_into IS NOT NULL"
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&app, "events", "").await, 3);
+    let distinct = app
+        .scalar_i64("SELECT COUNT(DISTINCT subject_id) FROM events")
+        .await;
+    assert_eq!(distinct, 1, "events were re-pointed");
+    assert_eq!(
+        count(&app, "subject_keys", "").await,
+        1,
+        "the merged subject's key is gone"
+    );
+    assert_eq!(
+        count(&app, "audit_entries", "WHERE action = 'subject.merge'").await,
+        1
+    );
+    app.verify().await.expect("the audit log verifies");
+}
+
+#[tokio::test]
+async fn two_different_user_ids_are_never_merged_but_recorded_as_a_conflict() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    send(
+        &app,
+        &key,
+        "/v1/identify",
+        &json!({"userId": "alice", "traits": {"email": "shared@example.com"}}),
+    )
+    .await;
+    send(
+        &app,
+        &key,
+        "/v1/identify",
+        &json!({"userId": "bob", "anonymousId": "b-device"}),
+    )
+    .await;
+    send(
+        &app,
+        &key,
+        "/v1/identify",
+        &json!({"userId": "bob", "traits": {"email": "shared@example.com"}}),
+    )
+    .await;
+    assert_eq!(active_subjects(&app).await, 2);
+    assert_eq!(count(&app, "identity_conflicts", "").await, 1);
+}
+
+#[tokio::test]
+async fn no_direct_identifier_is_stored_in_clear_anywhere() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let canary = "canary.7f3a@example.org";
+    let phone = "+442079460958";
+    send(
+        &app,
+        &key,
+        "/v1/identify",
+        &json!({"userId": canary, "anonymousId": "canary-anon",
+        "traits": {"email": canary, "phone": phone, "firstName": "Canaryfirst", "plan": "gold"}}),
+    )
+    .await;
+    send(
+        &app,
+        &key,
+        "/v1/track",
+        &json!({"userId": canary, "event": "Order Completed",
+        "properties": {"email": canary, "revenue": 12, "customer": {"phone": phone}},
+        "context": {"traits": {"email": canary}, "ip": "203.0.113.9"}}),
+    )
+    .await;
+    let tables = [
+        "subjects",
+        "subject_keys",
+        "identifiers",
+        "traits",
+        "events",
+        "identity_conflicts",
+        "audit_entries",
+        "audit_checkpoints",
+        "api_keys",
+        "keyring_keys",
+    ];
+    for table in tables {
+        let columns = columns_of(&app, table).await;
+        for needle in [canary, phone, "Canaryfirst", "canary-anon", "203.0.113.9"] {
+            let sql = format!(
+                "SELECT COUNT(*) FROM {table} WHERE {}",
+                contains(&app, &columns, needle)
+            );
+            assert_eq!(
+                app.scalar_i64(&sql).await,
+                0,
+                "{needle} found in clear in {table}"
+            );
+        }
+    }
+    // The same search does find what is meant to be in clear.
+    let columns = columns_of(&app, "events").await;
+    let sql = format!(
+        "SELECT COUNT(*) FROM events WHERE {}",
+        contains(&app, &columns, "Order Completed")
+    );
+    assert_eq!(app.scalar_i64(&sql).await, 1);
+    // The non-identifying trait is there in clear, for segments to read.
+    assert_eq!(
+        count(&app, "traits", "WHERE name = 'plan' AND value = '\"gold\"'").await,
+        1
+    );
+}
