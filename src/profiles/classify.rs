@@ -52,7 +52,7 @@ mod tests {
 
     #[test]
     fn identifiers_are_recognised_whatever_their_spelling_and_removed_at_depth() {
-        assert_eq!(direct_identifier("E-mail"), None);
+        assert_eq!(direct_identifier("E-mail"), Some("user.contact.email"));
         assert_eq!(direct_identifier("first_name"), Some("user.name"));
         assert_eq!(direct_identifier("firstName"), Some("user.name"));
         assert_eq!(direct_identifier("plan"), None);
