@@ -61,6 +61,8 @@ pub struct Settings {
     pub audit_origin: String,
     /// Set when a reverse proxy terminates TLS in front of a public listener.
     pub tls_terminated_upstream: bool,
+    /// A cart untouched this long (seconds) is marked abandoned.
+    pub cart_abandonment_quiet_secs: u64,
 }
 
 impl Default for Settings {
@@ -85,6 +87,7 @@ impl Default for Settings {
             checkpoint_interval_secs: 60,
             audit_origin: "consentry.local/audit".into(),
             tls_terminated_upstream: false,
+            cart_abandonment_quiet_secs: 3600,
         }
     }
 }

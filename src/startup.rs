@@ -204,7 +204,7 @@ impl Application {
 }
 
 /// Periodic work: a checkpoint when entries are waiting, keyring reloads (rotations made
-/// by other nodes or the CLI), metric upkeep.
+/// by other nodes or the CLI), the cart-abandonment sweep, metric upkeep.
 async fn maintain(state: web::Data<AppState>) {
     let every = Duration::from_secs(state.settings.checkpoint_interval_secs.max(1));
     let start = tokio::time::Instant::now();
@@ -212,11 +212,20 @@ async fn maintain(state: web::Data<AppState>) {
     let minute = Duration::from_secs(60);
     let mut keyring_tick = tokio::time::interval_at(start + minute, minute);
     let mut upkeep_tick = tokio::time::interval(Duration::from_secs(5));
+    let mut cart_tick = tokio::time::interval_at(start + minute, minute);
     loop {
         tokio::select! {
             _ = checkpoint_tick.tick() => {
                 if let Err(e) = state.audit.checkpoint_if_behind(&state.db).await {
                     tracing::warn!(error = %e, "periodic checkpoint failed");
+                }
+            }
+            _ = cart_tick.tick() => {
+                let quiet = i64::try_from(state.settings.cart_abandonment_quiet_secs).unwrap_or(i64::MAX);
+                if let Err(e) = crate::profiles::ingest::sweep_abandoned_carts(
+                    &state.db, &state.audit, state.clock.now(), quiet).await
+                {
+                    tracing::warn!(error = %e, "cart abandonment sweep failed");
                 }
             }
             _ = keyring_tick.tick() => {

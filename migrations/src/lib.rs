@@ -3,6 +3,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261203_000001_foundation;
 mod m20261203_000002_profiles;
+mod m20261203_000003_aggregates;
 
 pub struct Migrator;
 
@@ -12,6 +13,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261203_000001_foundation::Migration),
             Box::new(m20261203_000002_profiles::Migration),
+            Box::new(m20261203_000003_aggregates::Migration),
         ]
     }
 }

@@ -1,4 +1,5 @@
 //! Parse-don't-validate types shared by every module. No I/O here.
+pub mod aggregates;
 mod contact;
 mod ids;
 mod role;

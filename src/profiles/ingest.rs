@@ -17,7 +17,7 @@ use crate::audit::{AuditError, AuditLog, NewEntry, Outcome};
 use crate::crypto::{Keyring, KeyringError, MasterKey, SubjectKey};
 use crate::domain::{Actor, Email, Phone, Timestamp};
 use crate::store::profiles::{self as repo, EventRow, IdentifierRow, TraitRow};
-use crate::store::{Db, StoreError};
+use crate::store::{Db, StoreError, aggregates};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -295,6 +295,12 @@ impl Ingest<'_> {
             t.subject_id = into.to_owned();
             repo::upsert_trait(c, &t).await?;
         }
+        if let Some(theirs) = aggregates::load(c, from).await? {
+            let mut ours = aggregates::load(c, into).await?.unwrap_or_default();
+            ours.absorb(&theirs);
+            aggregates::save(c, into, &ours, self.received_at.unix_micros()).await?;
+            aggregates::delete(c, from).await?;
+        }
         repo::finish_merge(c, from, into).await?;
         let entry = NewEntry {
             subject_ref: Some(self.audit.subject_ref(into)?),
@@ -361,7 +367,35 @@ impl Ingest<'_> {
         )
         .await?;
         repo::seen(c, subject, at).await?;
+        let mut agg = aggregates::load(c, subject).await?.unwrap_or_default();
+        agg.apply(
+            m.kind.as_str(),
+            m.event.as_deref().or(m.name.as_deref()),
+            &m.properties,
+            at,
+        );
+        aggregates::save(c, subject, &agg, self.received_at.unix_micros()).await?;
         attributes.insert(format!("event:{}", m.kind.as_str()));
         Ok(())
     }
+}
+
+/// Marks abandoned every cart left untouched for `quiet_secs`, in one transaction with
+/// its audit entry. Returns how many carts were marked.
+pub async fn sweep_abandoned_carts(
+    db: &Db,
+    audit: &AuditLog,
+    now: Timestamp,
+    quiet_secs: i64,
+) -> Result<u64, IngestError> {
+    let txn = db.begin_write().await?;
+    let cutoff = now.plus_seconds(-quiet_secs).unix_micros();
+    let n = aggregates::mark_abandoned(&txn, cutoff, now.unix_micros()).await?;
+    if n > 0 {
+        let entry = NewEntry::new(Actor::system(), "aggregates.cart_abandoned", Outcome::Ok)
+            .attributes(vec![format!("carts:{n}")]);
+        audit.append(&txn, entry).await?;
+    }
+    txn.commit().await.map_err(StoreError::from)?;
+    Ok(n)
 }

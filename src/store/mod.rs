@@ -1,5 +1,6 @@
 //! Storage: one `Db` handle over SQLite or PostgreSQL, and repository functions that
 //! return domain types. Entities never leave this module.
+pub mod aggregates;
 pub mod api_keys;
 pub mod audit;
 mod entity;

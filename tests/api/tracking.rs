@@ -394,3 +394,123 @@ async fn no_direct_identifier_is_stored_in_clear_anywhere() {
         1
     );
 }
+
+async fn agg_i64(app: &TestApp, column: &str) -> i64 {
+    app.scalar_i64(&format!("SELECT COALESCE({column}, -1) FROM aggregates"))
+        .await
+}
+
+#[tokio::test]
+async fn aggregates_follow_the_ecommerce_and_email_events() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let now = app.state.clock.now().unix_micros();
+    let events = [
+        ("/v1/page", json!({"userId": "u", "name": "Home"})),
+        (
+            "/v1/track",
+            json!({"userId": "u", "event": "Product Viewed", "properties": {"product_id": "p1"}}),
+        ),
+        (
+            "/v1/track",
+            json!({"userId": "u", "event": "Product Added", "properties": {"product_id": "p1"}}),
+        ),
+        (
+            "/v1/track",
+            json!({"userId": "u", "event": "Order Completed", "properties": {"total": 80.0}}),
+        ),
+        (
+            "/v1/track",
+            json!({"userId": "u", "event": "Order Completed", "properties": {"revenue": 20}}),
+        ),
+        ("/v1/track", json!({"userId": "u", "event": "Email Opened"})),
+        (
+            "/v1/track",
+            json!({"userId": "u", "event": "Email Link Clicked"}),
+        ),
+    ];
+    for (route, body) in &events {
+        assert_eq!(send(&app, &key, route, body).await.status(), 200);
+    }
+    assert_eq!(agg_i64(&app, "purchase_count").await, 2);
+    assert_eq!(agg_i64(&app, "CAST(lifetime_value AS BIGINT)").await, 100);
+    assert_eq!(
+        agg_i64(&app, "CAST(average_order_value AS BIGINT)").await,
+        50
+    );
+    assert_eq!(agg_i64(&app, "last_purchase_at").await, now);
+    assert_eq!(agg_i64(&app, "last_email_open_at").await, now);
+    assert_eq!(agg_i64(&app, "last_email_click_at").await, now);
+    assert_eq!(agg_i64(&app, "last_page_view_at").await, now);
+    assert_eq!(
+        count(
+            &app,
+            "aggregates",
+            "WHERE recently_viewed = '[\"p1\"]' AND cart = '[]'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_cart_left_alone_for_the_quiet_period_is_marked_abandoned() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let added =
+        json!({"userId": "u", "event": "Product Added", "properties": {"product_id": "p9"}});
+    assert_eq!(send(&app, &key, "/v1/track", &added).await.status(), 200);
+    let sweep = |app: &TestApp| {
+        let state = app.state.clone();
+        async move {
+            consentry::profiles::ingest::sweep_abandoned_carts(
+                &state.db,
+                &state.audit,
+                state.clock.now(),
+                3600,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    app.clock.advance_secs(1800);
+    assert_eq!(sweep(&app).await, 0, "half an hour is not abandonment");
+    app.clock.advance_secs(1801);
+    assert_eq!(sweep(&app).await, 1);
+    assert_eq!(sweep(&app).await, 0, "marked once");
+    assert_eq!(
+        agg_i64(&app, "cart_abandoned_at").await,
+        app.state.clock.now().unix_micros()
+    );
+    let bought = json!({"userId": "u", "event": "Order Completed", "properties": {"total": 9.5}});
+    assert_eq!(send(&app, &key, "/v1/track", &bought).await.status(), 200);
+    assert_eq!(agg_i64(&app, "cart_abandoned_at").await, -1);
+    assert_eq!(
+        count(
+            &app,
+            "audit_entries",
+            "WHERE action = 'aggregates.cart_abandoned'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_merge_adds_up_both_subjects_aggregates() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let order = |who: (&str, &str)| json!({who.0: who.1, "event": "Order Completed", "properties": {"total": 10}});
+    send(&app, &key, "/v1/track", &order(("anonymousId", "tablet"))).await;
+    send(&app, &key, "/v1/track", &order(("userId", "u-5"))).await;
+    assert_eq!(count(&app, "aggregates", "").await, 2);
+    send(
+        &app,
+        &key,
+        "/v1/alias",
+        &json!({"previousId": "tablet", "userId": "u-5"}),
+    )
+    .await;
+    assert_eq!(count(&app, "aggregates", "").await, 1);
+    assert_eq!(agg_i64(&app, "purchase_count").await, 2);
+}

@@ -1,4 +1,5 @@
 //! sea-orm entities. They stay inside `store`; repositories convert them to domain types.
+pub mod aggregate;
 pub mod api_key;
 pub mod audit_checkpoint;
 pub mod audit_entry;
