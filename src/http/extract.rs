@@ -165,6 +165,7 @@ macro_rules! permission {
 }
 
 permission!(AdminOnly, "Key and keyring management.", [Admin]);
+permission!(DpoOnly, "Data-subject requests and look-ups.", [Dpo]);
 permission!(IngestOnly, "The tracking API's write keys.", [Ingest]);
 permission!(AuditorOnly, "Reading and proving the audit log.", [Auditor]);
 permission!(

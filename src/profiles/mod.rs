@@ -2,4 +2,5 @@
 //! ingestion with identity resolution; imports, aggregates and look-up build on it.
 mod classify;
 pub mod ingest;
+pub mod lookup;
 pub mod segment;

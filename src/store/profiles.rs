@@ -331,3 +331,26 @@ pub async fn event_exists<C: ConnectionTrait>(
         .await?
         > 0)
 }
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubjectRow {
+    pub id: String,
+    pub status: String,
+    pub first_seen_at: i64,
+    pub last_seen_at: i64,
+}
+
+pub async fn subject<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+) -> Result<Option<SubjectRow>, StoreError> {
+    Ok(Subject::find_by_id(id.to_owned())
+        .one(c)
+        .await?
+        .map(|m| SubjectRow {
+            id: m.id,
+            status: m.status,
+            first_seen_at: m.first_seen_at,
+            last_seen_at: m.last_seen_at,
+        }))
+}

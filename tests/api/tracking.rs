@@ -514,3 +514,84 @@ async fn a_merge_adds_up_both_subjects_aggregates() {
     assert_eq!(count(&app, "aggregates", "").await, 1);
     assert_eq!(agg_i64(&app, "purchase_count").await, 2);
 }
+
+#[tokio::test]
+async fn a_dpo_finds_a_subject_by_any_identifier_and_the_look_up_is_audited() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    send(
+        &app,
+        &key,
+        "/v1/identify",
+        &json!({"userId": "u-1", "anonymousId": "a-1",
+        "traits": {"email": "Jane@Example.com", "plan": "gold"}}),
+    )
+    .await;
+    send(
+        &app,
+        &key,
+        "/v1/track",
+        &json!({"userId": "u-1", "event": "Order Completed"}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for q in [
+        "email=jane%40example.com",
+        "email=JANE%40example.com",
+        "user_id=u-1",
+        "anonymous_id=a-1",
+    ] {
+        let resp = app.get(&format!("/v1/subjects?{q}"), Some(&dpo)).await;
+        assert_eq!(resp.status(), 200, "{q}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["event_count"], 2);
+        assert_eq!(
+            v["identifier_kinds"],
+            json!(["anonymous_id", "email", "user_id"])
+        );
+        assert!(!v.to_string().contains("jane"), "no identifier values: {v}");
+        ids.push(v["subject_id"].as_str().unwrap().to_owned());
+        let traits = v["traits"].as_array().unwrap();
+        assert!(
+            traits
+                .iter()
+                .any(|t| t["name"] == "email" && t["category"] == "user.contact.email")
+        );
+        assert!(
+            traits
+                .iter()
+                .any(|t| t["name"] == "plan" && t["category"] == "unclassified")
+        );
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(
+        app.get("/v1/subjects?email=nobody%40example.com", Some(&dpo))
+            .await
+            .status(),
+        404
+    );
+    for bad in [
+        "",
+        "?email=nonsense",
+        "?email=a%40example.com&user_id=u",
+        "?name=x",
+    ] {
+        let resp = app.get(&format!("/v1/subjects{bad}"), Some(&dpo)).await;
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
+    assert_eq!(
+        count(&app, "audit_entries", "WHERE action = 'subject.lookup'").await,
+        5
+    );
+    assert_eq!(
+        count(
+            &app,
+            "audit_entries",
+            "WHERE action = 'subject.lookup' AND subject_ref IS NOT NULL"
+        )
+        .await,
+        4
+    );
+}

@@ -1,5 +1,6 @@
 pub mod audit;
 pub mod keys;
 pub mod oauth;
+pub mod subjects;
 pub mod system;
 pub mod tracking;

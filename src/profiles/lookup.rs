@@ -1,0 +1,148 @@
+//! Finding a subject by one identifier, for DPOs answering requests. The look-up and
+//! its audit entry commit together; nothing is answered if the entry cannot be written.
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::ingest::IngestError;
+use super::segment::MessageError;
+use crate::audit::{AuditLog, NewEntry, Outcome};
+use crate::crypto::Keyring;
+use crate::domain::{Actor, Email, Phone, Timestamp};
+use crate::store::profiles as repo;
+use crate::store::{Db, StoreError};
+
+/// The identifier to look for: the one query parameter given.
+#[derive(Clone, Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectQuery {
+    pub email: Option<String>,
+    pub user_id: Option<String>,
+    /// E.164, e.g. `+442079460958`.
+    pub phone: Option<String>,
+    pub anonymous_id: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct TraitSummary {
+    pub name: String,
+    /// Data category (fideslang name), or `unclassified`.
+    pub category: String,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct SubjectSummary {
+    /// The internal id; it never leaves the gateway except to DPOs.
+    pub subject_id: String,
+    /// `active` or `merged`.
+    pub status: String,
+    /// The kinds of identifier held (`user_id`, `email`, `phone`, `anonymous_id`), never values.
+    pub identifier_kinds: Vec<String>,
+    pub event_count: u64,
+    pub traits: Vec<TraitSummary>,
+    pub first_seen_at: String,
+    pub last_seen_at: String,
+}
+
+fn bad(field: &str, reason: impl Into<String>) -> IngestError {
+    IngestError::Invalid(MessageError {
+        index: None,
+        field: field.to_owned(),
+        reason: reason.into(),
+    })
+}
+
+impl SubjectQuery {
+    /// (kind, normalised value) of the one identifier given.
+    fn identifier(&self) -> Result<(&'static str, String), IngestError> {
+        let given: Vec<(&str, &String)> = [
+            ("email", &self.email),
+            ("user_id", &self.user_id),
+            ("phone", &self.phone),
+            ("anonymous_id", &self.anonymous_id),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        .collect();
+        let [(kind, value)] = given.as_slice() else {
+            return Err(bad(
+                "",
+                "give exactly one of email, user_id, phone, anonymous_id",
+            ));
+        };
+        Ok(match *kind {
+            "email" => (
+                "email",
+                Email::parse(value)
+                    .map_err(|r| bad("email", r))?
+                    .as_ref()
+                    .to_owned(),
+            ),
+            "phone" => (
+                "phone",
+                Phone::parse(value, None)
+                    .map_err(|r| bad("phone", r))?
+                    .as_ref()
+                    .to_owned(),
+            ),
+            "user_id" => ("user_id", value.trim().to_owned()),
+            _ => ("anonymous_id", value.trim().to_owned()),
+        })
+    }
+}
+
+pub async fn find_subject(
+    db: &Db,
+    keyring: &Keyring,
+    audit: &AuditLog,
+    actor: Actor,
+    request_id: Option<String>,
+    query: &SubjectQuery,
+) -> Result<Option<SubjectSummary>, IngestError> {
+    let (kind, value) = query.identifier()?;
+    let txn = db.begin_write().await?;
+    let found = repo::subject_for(&txn, kind, &keyring.blind_indexes(kind, &value)).await?;
+    let mut entry = NewEntry::new(actor, "subject.lookup", Outcome::Ok)
+        .request_id(request_id)
+        .attributes(vec![format!("by:{kind}")]);
+    let summary = match found {
+        None => {
+            entry.outcome = Outcome::Failed;
+            None
+        }
+        Some(row) => {
+            let s = repo::subject(&txn, &row.subject_id)
+                .await?
+                .ok_or(StoreError::Corrupt {
+                    table: "subjects",
+                    reason: "an identifier points at no subject".into(),
+                })?;
+            let kinds: BTreeSet<String> = repo::identifiers_of(&txn, &s.id)
+                .await?
+                .into_iter()
+                .map(|i| i.kind)
+                .collect();
+            let traits = repo::traits_of(&txn, &s.id)
+                .await?
+                .into_iter()
+                .map(|t| TraitSummary {
+                    name: t.name,
+                    category: t.category,
+                })
+                .collect();
+            entry.subject_ref = Some(audit.subject_ref(&s.id)?);
+            Some(SubjectSummary {
+                event_count: repo::event_count(&txn, &s.id).await?,
+                subject_id: s.id,
+                status: s.status,
+                identifier_kinds: kinds.into_iter().collect(),
+                traits,
+                first_seen_at: Timestamp::from_unix_micros(s.first_seen_at).to_rfc3339(),
+                last_seen_at: Timestamp::from_unix_micros(s.last_seen_at).to_rfc3339(),
+            })
+        }
+    };
+    audit.append(&txn, entry).await?;
+    txn.commit().await.map_err(StoreError::from)?;
+    Ok(summary)
+}
