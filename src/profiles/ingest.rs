@@ -6,7 +6,7 @@
 //!   data key, found by blind index; event properties lose their direct identifiers;
 //! - messages linking two subjects merge them in the same transaction, unless each holds
 //!   a different `userId`: that is recorded as a conflict for review, never merged.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sea_orm::ConnectionTrait;
 use serde_json::Value;
@@ -15,6 +15,7 @@ use super::classify::{direct_identifier, strip_identifiers};
 use super::segment::{Kind, Message, MessageError};
 use crate::audit::{AuditError, AuditLog, NewEntry, Outcome};
 use crate::crypto::{Keyring, KeyringError, MasterKey, SubjectKey};
+use crate::domain::aggregates::Aggregates;
 use crate::domain::{Actor, Email, Phone, Timestamp};
 use crate::store::profiles::{self as repo, EventRow, IdentifierRow, TraitRow};
 use crate::store::{Db, StoreError, aggregates};
@@ -118,6 +119,15 @@ fn identifiers(m: &Message, batched: bool, i: usize) -> Result<Ids, MessageError
     })
 }
 
+/// What a request has decided but not yet written: events, aggregates and first/last
+/// seen, written together at the end (or before a merge, which reads them).
+#[derive(Default)]
+struct Pending {
+    events: Vec<EventRow>,
+    aggregates: BTreeMap<String, Aggregates>,
+    seen: BTreeMap<String, (i64, i64)>,
+}
+
 impl Ingest<'_> {
     /// Checks every message's identifiers, then stores them all in one transaction.
     pub async fn run(
@@ -134,17 +144,45 @@ impl Ingest<'_> {
         let mut subjects = BTreeSet::new();
         let mut attributes = BTreeSet::new();
         let txn = self.db.begin_write().await?;
+        let message_ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
+        let mut already =
+            repo::existing_message_ids(&txn, &self.source.key_id, &message_ids).await?;
+        let mut resolved: HashMap<&[(&'static str, String)], String> = HashMap::new();
+        let mut keys: HashMap<String, SubjectKey> = HashMap::new();
+        let mut pending = Pending::default();
         for (m, ids) in messages.iter().zip(&ids) {
-            if repo::event_exists(&txn, &self.source.key_id, &m.message_id).await? {
+            if !already.insert(m.message_id.clone()) {
                 report.duplicates += 1;
                 continue;
             }
-            let (subject, key) = self.resolve(&txn, ids, &mut report).await?;
-            self.store_message(&txn, m, &subject, &key, &mut attributes)
+            let subject = match resolved.get(ids.all.as_slice()) {
+                Some(s) => s.clone(),
+                None => {
+                    let merged_before = report.merged;
+                    let (subject, key) = self.resolve(&txn, ids, &mut report, &mut pending).await?;
+                    if report.merged > merged_before {
+                        // Subjects went away: earlier resolutions may point at them.
+                        resolved.clear();
+                        keys.clear();
+                    }
+                    keys.insert(subject.clone(), key);
+                    resolved.insert(ids.all.as_slice(), subject.clone());
+                    subject
+                }
+            };
+            let key = match keys.get(&subject) {
+                Some(k) => k,
+                None => {
+                    let k = self.subject_key(&txn, &subject).await?;
+                    keys.entry(subject.clone()).or_insert(k)
+                }
+            };
+            self.store_message(&txn, m, &subject, key, &mut attributes, &mut pending)
                 .await?;
             subjects.insert(subject);
             report.accepted += 1;
         }
+        self.flush(&txn, &mut pending).await?;
         let action = if batched {
             "ingest.batch".to_owned()
         } else {
@@ -166,6 +204,23 @@ impl Ingest<'_> {
         Ok(report)
     }
 
+    async fn flush<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        pending: &mut Pending,
+    ) -> Result<(), IngestError> {
+        repo::insert_events(c, &std::mem::take(&mut pending.events)).await?;
+        let now = self.received_at.unix_micros();
+        for (subject, agg) in std::mem::take(&mut pending.aggregates) {
+            aggregates::save(c, &subject, &agg, now).await?;
+        }
+        for (subject, (first, last)) in std::mem::take(&mut pending.seen) {
+            repo::seen(c, &subject, first).await?;
+            repo::seen(c, &subject, last).await?;
+        }
+        Ok(())
+    }
+
     /// Finds or creates the one subject these identifiers belong to, merging subjects
     /// they link unless that would join two different user ids.
     async fn resolve<C: ConnectionTrait>(
@@ -173,6 +228,7 @@ impl Ingest<'_> {
         c: &C,
         ids: &Ids,
         report: &mut IngestReport,
+        pending: &mut Pending,
     ) -> Result<(String, SubjectKey), IngestError> {
         let mut found: Vec<String> = Vec::new();
         let mut missing: Vec<(&'static str, &str)> = Vec::new();
@@ -220,6 +276,7 @@ impl Ingest<'_> {
                         report.conflicts += 1;
                         continue;
                     }
+                    self.flush(c, pending).await?;
                     self.merge(c, other, &target, &key).await?;
                     report.merged += 1;
                 }
@@ -319,6 +376,7 @@ impl Ingest<'_> {
         subject: &str,
         key: &SubjectKey,
         attributes: &mut BTreeSet<String>,
+        pending: &mut Pending,
     ) -> Result<(), IngestError> {
         let at = m.timestamp.unix_micros();
         if m.kind == Kind::Identify {
@@ -351,30 +409,31 @@ impl Ingest<'_> {
         }
         let mut properties = Value::Object(m.properties.clone());
         strip_identifiers(&mut properties);
-        repo::insert_event(
-            c,
-            &EventRow {
-                id: uuid::Uuid::new_v4().simple().to_string(),
-                subject_id: subject.to_owned(),
-                source_key_id: self.source.key_id.clone(),
-                message_id: m.message_id.clone(),
-                kind: m.kind.as_str().to_owned(),
-                name: m.event.clone().or_else(|| m.name.clone()),
-                properties: properties.to_string(),
-                occurred_at: at,
-                received_at: self.received_at.unix_micros(),
-            },
-        )
-        .await?;
-        repo::seen(c, subject, at).await?;
-        let mut agg = aggregates::load(c, subject).await?.unwrap_or_default();
-        agg.apply(
-            m.kind.as_str(),
-            m.event.as_deref().or(m.name.as_deref()),
-            &m.properties,
-            at,
-        );
-        aggregates::save(c, subject, &agg, self.received_at.unix_micros()).await?;
+        pending.events.push(EventRow {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            subject_id: subject.to_owned(),
+            source_key_id: self.source.key_id.clone(),
+            message_id: m.message_id.clone(),
+            kind: m.kind.as_str().to_owned(),
+            name: m.event.clone().or_else(|| m.name.clone()),
+            properties: properties.to_string(),
+            occurred_at: at,
+            received_at: self.received_at.unix_micros(),
+        });
+        let seen = pending.seen.entry(subject.to_owned()).or_insert((at, at));
+        *seen = (seen.0.min(at), seen.1.max(at));
+        if !pending.aggregates.contains_key(subject) {
+            let stored = aggregates::load(c, subject).await?.unwrap_or_default();
+            pending.aggregates.insert(subject.to_owned(), stored);
+        }
+        if let Some(agg) = pending.aggregates.get_mut(subject) {
+            agg.apply(
+                m.kind.as_str(),
+                m.event.as_deref().or(m.name.as_deref()),
+                &m.properties,
+                at,
+            );
+        }
         attributes.insert(format!("event:{}", m.kind.as_str()));
         Ok(())
     }

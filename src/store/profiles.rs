@@ -182,29 +182,6 @@ pub async fn move_identifier<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Inserts an event once per (source, message id). Returns false for a repeat.
-pub async fn insert_event<C: ConnectionTrait>(c: &C, e: &EventRow) -> Result<bool, StoreError> {
-    let n = Event::insert(event::ActiveModel {
-        id: Set(e.id.clone()),
-        subject_id: Set(e.subject_id.clone()),
-        source_key_id: Set(e.source_key_id.clone()),
-        message_id: Set(e.message_id.clone()),
-        kind: Set(e.kind.clone()),
-        name: Set(e.name.clone()),
-        properties: Set(e.properties.clone()),
-        occurred_at: Set(e.occurred_at),
-        received_at: Set(e.received_at),
-    })
-    .on_conflict(
-        OnConflict::columns([event::Column::SourceKeyId, event::Column::MessageId])
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(c)
-    .await?;
-    Ok(n == 1)
-}
-
 pub async fn upsert_trait<C: ConnectionTrait>(c: &C, t: &TraitRow) -> Result<(), StoreError> {
     Trait::insert(subject_trait::ActiveModel {
         subject_id: Set(t.subject_id.clone()),
@@ -319,19 +296,6 @@ pub async fn event_count<C: ConnectionTrait>(c: &C, subject_id: &str) -> Result<
         .await?)
 }
 
-pub async fn event_exists<C: ConnectionTrait>(
-    c: &C,
-    source_key_id: &str,
-    message_id: &str,
-) -> Result<bool, StoreError> {
-    Ok(Event::find()
-        .filter(event::Column::SourceKeyId.eq(source_key_id))
-        .filter(event::Column::MessageId.eq(message_id))
-        .count(c)
-        .await?
-        > 0)
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubjectRow {
     pub id: String,
@@ -353,4 +317,57 @@ pub async fn subject<C: ConnectionTrait>(
             first_seen_at: m.first_seen_at,
             last_seen_at: m.last_seen_at,
         }))
+}
+
+/// Inserts events, skipping any (source, message id) already stored. Returns how many
+/// were inserted.
+pub async fn insert_events<C: ConnectionTrait>(
+    c: &C,
+    rows: &[EventRow],
+) -> Result<u64, StoreError> {
+    let mut inserted = 0;
+    for chunk in rows.chunks(500) {
+        let models = chunk.iter().map(|e| event::ActiveModel {
+            id: Set(e.id.clone()),
+            subject_id: Set(e.subject_id.clone()),
+            source_key_id: Set(e.source_key_id.clone()),
+            message_id: Set(e.message_id.clone()),
+            kind: Set(e.kind.clone()),
+            name: Set(e.name.clone()),
+            properties: Set(e.properties.clone()),
+            occurred_at: Set(e.occurred_at),
+            received_at: Set(e.received_at),
+        });
+        inserted += Event::insert_many(models)
+            .on_conflict(
+                OnConflict::columns([event::Column::SourceKeyId, event::Column::MessageId])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(c)
+            .await?;
+    }
+    Ok(inserted)
+}
+
+/// Which of `message_ids` this source has already sent.
+pub async fn existing_message_ids<C: ConnectionTrait>(
+    c: &C,
+    source_key_id: &str,
+    message_ids: &[String],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    use sea_orm::QuerySelect;
+    let mut found = std::collections::HashSet::new();
+    for chunk in message_ids.chunks(500) {
+        let ids: Vec<String> = Event::find()
+            .select_only()
+            .column(event::Column::MessageId)
+            .filter(event::Column::SourceKeyId.eq(source_key_id))
+            .filter(event::Column::MessageId.is_in(chunk.iter().cloned()))
+            .into_tuple()
+            .all(c)
+            .await?;
+        found.extend(ids);
+    }
+    Ok(found)
 }
