@@ -33,7 +33,9 @@ fn settings(dir: &std::path::Path, url: Option<String>) -> Settings {
 async fn fresh_pg(base: &str) -> String {
     let name = format!("consentry_bench_{}", uuid::Uuid::new_v4().simple());
     let db = sea_orm::Database::connect(base).await.expect("connect");
-    db.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create");
+    db.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create");
     db.close().await.ok();
     let mut url = url::Url::parse(base).expect("url");
     url.set_path(&format!("/{name}"));
@@ -47,7 +49,10 @@ fn batch(b: usize) -> serde_json::Value {
             let (event, props) = if i % 10 == 9 {
                 ("Order Completed", json!({"total": 42.5, "currency": "EUR"}))
             } else {
-                ("Product Viewed", json!({"product_id": format!("p{}", i % 37), "price": 9.99}))
+                (
+                    "Product Viewed",
+                    json!({"product_id": format!("p{}", i % 37), "price": 9.99}),
+                )
             };
             json!({"type": "track", "userId": user, "event": event, "properties": props,
                    "messageId": format!("b{b}-{i}"), "context": {"library": {"name": "bench"}}})
@@ -58,7 +63,9 @@ fn batch(b: usize) -> serde_json::Value {
 
 async fn run(label: &str, url: Option<String>) {
     let dir = tempfile::tempdir().expect("tmp");
-    let app = Application::build(settings(dir.path(), url)).await.expect("app");
+    let app = Application::build(settings(dir.path(), url))
+        .await
+        .expect("app");
     let base = format!("http://127.0.0.1:{}", app.port());
     let admin = app.bootstrap_token().expect("token").to_owned();
     let state = app.state();
@@ -81,7 +88,8 @@ async fn run(label: &str, url: Option<String>) {
     let t = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
-        let (client, base, key, bodies) = (client.clone(), base.clone(), key.clone(), bodies.clone());
+        let (client, base, key, bodies) =
+            (client.clone(), base.clone(), key.clone(), bodies.clone());
         tasks.push(tokio::spawn(async move {
             for b in (c..BATCHES).step_by(CLIENTS) {
                 let resp = client
@@ -92,7 +100,12 @@ async fn run(label: &str, url: Option<String>) {
                     .send()
                     .await
                     .expect("send");
-                assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+                assert_eq!(
+                    resp.status(),
+                    200,
+                    "{}",
+                    resp.text().await.unwrap_or_default()
+                );
             }
         }));
     }
