@@ -51,6 +51,9 @@ pub struct Ingest<'a> {
     pub received_at: Timestamp,
 }
 
+/// An alias's `previousId`: a user id or an anonymous id, kept as an anonymous id if new.
+const PREVIOUS_ID: &str = "previous_id";
+
 /// The identifiers a message names, normalised.
 struct Ids {
     /// (kind, normalised value), strongest first: user_id, email, phone, anonymous_id.
@@ -82,9 +85,8 @@ fn identifiers(m: &Message, batched: bool, i: usize) -> Result<Ids, MessageError
     if m.kind == Kind::Alias
         && let Some(p) = &m.previous_id
     {
-        // The previous id may have been either kind: look both up.
-        all.push(("user_id", p.clone()));
-        all.push(("anonymous_id", p.clone()));
+        // The previous id may have been either kind: `resolve` looks both up.
+        all.push((PREVIOUS_ID, p.clone()));
     }
     let context_traits = m.context.get("traits").and_then(Value::as_object);
     let email = m
@@ -233,11 +235,22 @@ impl Ingest<'_> {
         let mut found: Vec<String> = Vec::new();
         let mut missing: Vec<(&'static str, &str)> = Vec::new();
         for (kind, value) in &ids.all {
-            let indexes = self.keyring.blind_indexes(kind, value);
-            match repo::subject_for(c, kind, &indexes).await? {
+            let (lookups, new_kind): (&[&'static str], &'static str) = if *kind == PREVIOUS_ID {
+                (&["user_id", "anonymous_id"], "anonymous_id")
+            } else {
+                (std::slice::from_ref(kind), kind)
+            };
+            let mut hit = None;
+            for k in lookups {
+                hit = repo::subject_for(c, k, &self.keyring.blind_indexes(k, value)).await?;
+                if hit.is_some() {
+                    break;
+                }
+            }
+            match hit {
                 Some(row) if !found.contains(&row.subject_id) => found.push(row.subject_id),
                 Some(_) => {}
-                None => missing.push((kind, value)),
+                None => missing.push((new_kind, value)),
             }
         }
         let target = match found.first() {

@@ -595,3 +595,33 @@ async fn a_dpo_finds_a_subject_by_any_identifier_and_the_look_up_is_audited() {
         4
     );
 }
+
+#[tokio::test]
+async fn an_alias_to_an_unknown_previous_id_keeps_it_as_an_anonymous_id_only() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    send(
+        &app,
+        &key,
+        "/v1/alias",
+        &json!({"previousId": "fresh-device", "userId": "u-3"}),
+    )
+    .await;
+    assert_eq!(
+        count(&app, "identifiers", "WHERE kind = 'user_id'").await,
+        1
+    );
+    assert_eq!(
+        count(&app, "identifiers", "WHERE kind = 'anonymous_id'").await,
+        1
+    );
+    // The previous id now finds the same person.
+    send(
+        &app,
+        &key,
+        "/v1/track",
+        &json!({"anonymousId": "fresh-device", "event": "Cart Viewed"}),
+    )
+    .await;
+    assert_eq!(active_subjects(&app).await, 1);
+}
