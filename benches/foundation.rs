@@ -6,54 +6,21 @@
 //! `cargo bench --bench foundation [-- append|verify|auth ...]`. Set
 //! `CONSENTRY_BENCH_PG=postgres://postgres@127.0.0.1:5432/postgres` to run append on
 //! PostgreSQL as well. Sizes: `CONSENTRY_BENCH_APPEND_N`, `CONSENTRY_BENCH_VERIFY_N`.
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use consentry::audit::{NewEntry, Outcome};
-use consentry::config::Settings;
 use consentry::domain::{Actor, SystemClock};
 use consentry::startup::{Application, Core};
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
-use secrecy::SecretString;
 
 fn env_n(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn settings(dir: &std::path::Path, url: Option<String>) -> Settings {
-    let sync = match std::env::var("CONSENTRY_BENCH_SQLITE_SYNC").as_deref() {
-        Ok("full") => consentry::store::SqliteSync::Full,
-        _ => consentry::store::SqliteSync::Normal,
-    };
-    Settings {
-        sqlite_synchronous: Some(sync),
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.to_path_buf(),
-        database_url: url.map(SecretString::from),
-        master_key: Some(SecretString::from(
-            base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
-        )),
-        checkpoint_interval_secs: 3600,
-        ..Settings::default()
-    }
-}
-
-async fn fresh_pg(base: &str) -> String {
-    let name = format!("consentry_bench_{}", uuid::Uuid::new_v4().simple());
-    let db = sea_orm::Database::connect(base)
-        .await
-        .expect("connect to PostgreSQL");
-    db.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .expect("create db");
-    db.close().await.ok();
-    let mut url = url::Url::parse(base).expect("url");
-    url.set_path(&format!("/{name}"));
-    url.to_string()
 }
 
 fn entry(i: u64) -> NewEntry {
@@ -75,7 +42,7 @@ fn entry(i: u64) -> NewEntry {
 
 async fn bench_append(label: &str, url: Option<String>, n: u64) {
     let dir = tempfile::tempdir().expect("tmp");
-    let core = Core::open(settings(dir.path(), url), Arc::new(SystemClock))
+    let core = Core::open(common::settings(dir.path(), url), Arc::new(SystemClock))
         .await
         .expect("open");
     let backend = core.db.backend();
@@ -146,7 +113,7 @@ async fn bench_append(label: &str, url: Option<String>, n: u64) {
 
 async fn bench_verify(n: u64) {
     let dir = tempfile::tempdir().expect("tmp");
-    let core = Core::open(settings(dir.path(), None), Arc::new(SystemClock))
+    let core = Core::open(common::settings(dir.path(), None), Arc::new(SystemClock))
         .await
         .expect("open");
     let t = Instant::now();
@@ -205,7 +172,7 @@ async fn closed_loop(client: &reqwest::Client, url: &str, token: Option<&str>, s
 
 async fn bench_auth() {
     let dir = tempfile::tempdir().expect("tmp");
-    let app = Application::build(settings(dir.path(), None))
+    let app = Application::build(common::settings(dir.path(), None))
         .await
         .expect("app");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -243,7 +210,7 @@ async fn main() {
         };
         bench_append(label, None, n).await;
         if let Ok(base) = std::env::var("CONSENTRY_BENCH_PG") {
-            let url = fresh_pg(&base).await;
+            let url = common::fresh_pg(&base).await;
             bench_append(
                 "PostgreSQL",
                 Some(url),

@@ -3,44 +3,18 @@
 //! and the latency of a single `/v1/track`.
 //!
 //! `cargo bench --bench ingest`; `CONSENTRY_BENCH_PG=postgres://...` adds PostgreSQL.
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use consentry::config::Settings;
 use consentry::startup::Application;
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
-use secrecy::SecretString;
 use serde_json::json;
 
 const BATCHES: usize = 200;
 const PER_BATCH: usize = 100;
 const CLIENTS: usize = 4;
-
-fn settings(dir: &std::path::Path, url: Option<String>) -> Settings {
-    Settings {
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.to_path_buf(),
-        database_url: url.map(SecretString::from),
-        master_key: Some(SecretString::from(
-            base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
-        )),
-        checkpoint_interval_secs: 3600,
-        ..Settings::default()
-    }
-}
-
-async fn fresh_pg(base: &str) -> String {
-    let name = format!("consentry_bench_{}", uuid::Uuid::new_v4().simple());
-    let db = sea_orm::Database::connect(base).await.expect("connect");
-    db.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .expect("create");
-    db.close().await.ok();
-    let mut url = url::Url::parse(base).expect("url");
-    url.set_path(&format!("/{name}"));
-    url.to_string()
-}
 
 fn batch(b: usize) -> serde_json::Value {
     let user = format!("user-{}", b % 50);
@@ -63,7 +37,7 @@ fn batch(b: usize) -> serde_json::Value {
 
 async fn run(label: &str, url: Option<String>) {
     let dir = tempfile::tempdir().expect("tmp");
-    let app = Application::build(settings(dir.path(), url))
+    let app = Application::build(common::settings(dir.path(), url))
         .await
         .expect("app");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -205,6 +179,6 @@ async fn main() {
     println!("|---|---|---|---|---|");
     run("SQLite", None).await;
     if let Ok(base) = std::env::var("CONSENTRY_BENCH_PG") {
-        run("PostgreSQL", Some(fresh_pg(&base).await)).await;
+        run("PostgreSQL", Some(common::fresh_pg(&base).await)).await;
     }
 }

@@ -1,0 +1,40 @@
+//! Shared set-up for the benchmarks.
+use base64::Engine;
+use consentry::config::Settings;
+use sea_orm::ConnectionTrait;
+use secrecy::SecretString;
+
+/// Settings for a benchmark gateway in `dir`: a fixed master key, no periodic checkpoint,
+/// SQLite `synchronous` from `CONSENTRY_BENCH_SQLITE_SYNC` (`normal` unless `full`).
+pub fn settings(dir: &std::path::Path, url: Option<String>) -> Settings {
+    let sync = match std::env::var("CONSENTRY_BENCH_SQLITE_SYNC").as_deref() {
+        Ok("full") => consentry::store::SqliteSync::Full,
+        _ => consentry::store::SqliteSync::Normal,
+    };
+    Settings {
+        sqlite_synchronous: Some(sync),
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.to_path_buf(),
+        database_url: url.map(SecretString::from),
+        master_key: Some(SecretString::from(
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+        )),
+        checkpoint_interval_secs: 3600,
+        ..Settings::default()
+    }
+}
+
+/// A new, empty PostgreSQL database next to `base`; returns its URL.
+pub async fn fresh_pg(base: &str) -> String {
+    let name = format!("consentry_bench_{}", uuid::Uuid::new_v4().simple());
+    let db = sea_orm::Database::connect(base)
+        .await
+        .expect("connect to PostgreSQL");
+    db.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create database");
+    db.close().await.ok();
+    let mut url = url::Url::parse(base).expect("url");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
