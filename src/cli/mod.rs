@@ -49,6 +49,15 @@ enum Command {
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Fill the database with a synthetic, deterministic population through the ingest path.
+    Demo {
+        /// How many people to generate.
+        #[arg(long, default_value_t = 1000)]
+        profiles: u64,
+        /// The same seed gives the same population.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -150,6 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Keys(cmd) => keys(settings, cmd).await,
         Command::Audit(AuditCommand::Verify) => verify(settings).await,
+        Command::Demo { profiles, seed } => demo(settings, profiles, seed).await,
     }
 }
 
@@ -264,4 +274,59 @@ async fn verify(settings: Settings) -> anyhow::Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+async fn demo(settings: Settings, profiles: u64, seed: u64) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    use std::time::{Duration, Instant};
+
+    crate::telemetry::init(settings.log_format, "warn");
+    let core = Core::open(settings, Arc::new(SystemClock)).await?;
+    let keyring = core.keyring.get();
+    let ingest = crate::profiles::ingest::Ingest {
+        db: &core.db,
+        master: &core.master,
+        keyring: &keyring,
+        audit: &core.audit,
+        source: Actor {
+            key_id: "demo".into(),
+            role: Role::Ingest.as_str().into(),
+        },
+        request_id: None,
+        received_at: core.clock.now(),
+    };
+    let start = Instant::now();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(profiles);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} profiles, {per_sec}, {eta} left",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let mut last_line = Instant::now();
+    let report = crate::profiles::demo::run(&ingest, profiles, seed, |done, total| {
+        if let Some(bar) = &bar {
+            bar.set_position(done);
+        } else if last_line.elapsed() >= Duration::from_secs(5) || done == total {
+            last_line = Instant::now();
+            let rate = done as f64 / start.elapsed().as_secs_f64().max(0.001);
+            let left = (total - done) as f64 / rate.max(0.001);
+            eprintln!("demo: {done}/{total} profiles, {rate:.0}/s, {left:.0} s left");
+        }
+    })
+    .await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "demo: {} profiles, {} events in {secs:.1} s ({:.0} events/s), seed {seed}",
+        report.profiles,
+        report.events,
+        report.events as f64 / secs.max(0.001)
+    );
+    core.db.close().await?;
+    Ok(ExitCode::SUCCESS)
 }

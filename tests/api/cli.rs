@@ -96,6 +96,7 @@ async fn every_command_has_help() {
         &["keys", "rotate", "--help"][..],
         &["keys", "retire", "--help"][..],
         &["audit", "verify", "--help"][..],
+        &["demo", "--help"][..],
     ] {
         let out = cli.run(args);
         assert!(out.status.success(), "{args:?}");
@@ -214,4 +215,46 @@ async fn config_comes_from_a_toml_file_then_the_environment() {
     let out = run(&[("CONSENTRY_LISTN", "127.0.0.1:0")]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("listn"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn demo_fills_the_same_population_for_the_same_seed() {
+    let mut counts = Vec::new();
+    for _ in 0..2 {
+        let cli = Cli::new().await;
+        let out = cli.run(&["demo", "--profiles", "40", "--seed", "5"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("demo: 40 profiles,"), "{err}");
+        let db = consentry::store::Db::connect(
+            &cli.url,
+            &consentry::store::DbOptions {
+                max_connections: 1,
+                sqlite_synchronous: consentry::store::SqliteSync::Normal,
+            },
+        )
+        .await
+        .unwrap();
+        let mut row = Vec::new();
+        for sql in [
+            "SELECT COUNT(*) FROM subjects WHERE status = 'active'",
+            "SELECT COUNT(*) FROM events",
+            "SELECT COUNT(*) FROM events WHERE name = 'Order Completed'",
+            "SELECT COUNT(*) FROM identifiers WHERE kind = 'email'",
+        ] {
+            let r = sea_orm::ConnectionTrait::query_one_raw(
+                db.conn(),
+                sea_orm::Statement::from_string(db.backend(), sql.to_owned()),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            row.push(r.try_get_by_index::<i64>(0).unwrap());
+        }
+        db.close().await.unwrap();
+        assert_eq!(row[0], 40, "one subject per person");
+        assert!(row[1] > 200 && row[2] > 0 && row[3] > 20, "{row:?}");
+        counts.push(row);
+    }
+    assert_eq!(counts[0], counts[1]);
 }
