@@ -15,6 +15,19 @@ impl Cli {
         Self { dir, url }
     }
 
+    /// A connection to this CLI's database, as a test would inspect it.
+    async fn db(&self) -> consentry::store::Db {
+        consentry::store::Db::connect(
+            &self.url,
+            &consentry::store::DbOptions {
+                max_connections: 1,
+                sqlite_synchronous: consentry::store::SqliteSync::Normal,
+            },
+        )
+        .await
+        .unwrap()
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_consentry"))
             .args(["--data-dir", self.dir.path().to_str().unwrap()])
@@ -125,15 +138,7 @@ async fn audit_verify_says_ok_then_names_the_broken_entry() {
     let line = stdout(&out);
     assert!(line.starts_with("ok: 6 entries, root "), "{line}");
 
-    let app_db = consentry::store::Db::connect(
-        &cli.url,
-        &consentry::store::DbOptions {
-            max_connections: 1,
-            sqlite_synchronous: consentry::store::SqliteSync::Normal,
-        },
-    )
-    .await
-    .unwrap();
+    let app_db = cli.db().await;
     sea_orm::ConnectionTrait::execute_unprepared(
         app_db.conn(),
         "UPDATE audit_entries SET action = 'keys.nothing' WHERE seq = 3",
@@ -226,15 +231,7 @@ async fn demo_fills_the_same_population_for_the_same_seed() {
         assert!(out.status.success(), "{}", stderr(&out));
         let err = stderr(&out);
         assert!(err.contains("demo: 40 profiles,"), "{err}");
-        let db = consentry::store::Db::connect(
-            &cli.url,
-            &consentry::store::DbOptions {
-                max_connections: 1,
-                sqlite_synchronous: consentry::store::SqliteSync::Normal,
-            },
-        )
-        .await
-        .unwrap();
+        let db = cli.db().await;
         let mut row = Vec::new();
         for sql in [
             "SELECT COUNT(*) FROM subjects WHERE status = 'active'",
