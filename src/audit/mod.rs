@@ -74,10 +74,6 @@ impl AuditLog {
         }
     }
 
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-
     /// A keyed, versioned reference to a subject for the log: `as<version>.<hex>`.
     pub fn subject_ref(&self, subject_id: &str) -> Result<String, AuditError> {
         let keyring = self.keyring.get();

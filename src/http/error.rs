@@ -260,6 +260,17 @@ impl From<crate::profiles::ingest::IngestError> for ApiError {
     }
 }
 
+impl From<crate::profiles::lookup::LookupError> for ApiError {
+    fn from(e: crate::profiles::lookup::LookupError) -> Self {
+        use crate::profiles::lookup::LookupError as E;
+        match e {
+            E::Invalid(m) => ApiError::new(ErrorCode::InvalidQuery, m),
+            E::Store(s) => s.into(),
+            E::Audit(a) => a.into(),
+        }
+    }
+}
+
 /// Replaces quoted values in a parser message, so an error never echoes submitted data.
 pub fn redact_values(msg: &str) -> String {
     let mut out = String::with_capacity(msg.len());

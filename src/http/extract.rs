@@ -244,11 +244,14 @@ impl<P: Permission + 'static, S: Scheme + 'static> FromRequest for Authorized<P,
             let state = state(&req)?;
             let request_id = request_id(&req);
             let ip = req.peer_addr().map(|a| a.ip());
-            let route = format!(
-                "{} {}",
-                req.method(),
-                req.match_pattern().unwrap_or_else(|| "unmatched".into())
-            );
+            // Only a refusal needs the route's name; successes skip the formatting.
+            let route = || {
+                format!(
+                    "{} {}",
+                    req.method(),
+                    req.match_pattern().unwrap_or_else(|| "unmatched".into())
+                )
+            };
             let token = S::token(&req);
             let result = match token {
                 Some(t) => state.auth.authenticate(&t, ip).await,
@@ -273,7 +276,7 @@ impl<P: Permission + 'static, S: Scheme + 'static> FromRequest for Authorized<P,
                     } else {
                         "invalid"
                     };
-                    audit_denial(&state, Actor::anonymous(), &route, reason, &request_id).await?;
+                    audit_denial(&state, Actor::anonymous(), &route(), reason, &request_id).await?;
                     let mut err = ApiError::from(e);
                     err.challenge = Some(S::CHALLENGE);
                     return Err(err);
@@ -281,7 +284,7 @@ impl<P: Permission + 'static, S: Scheme + 'static> FromRequest for Authorized<P,
                 Err(e) => return Err(e.into()),
             };
             if !P::ROLES.contains(&caller.role) {
-                audit_denial(&state, caller.actor(), &route, "role", &request_id).await?;
+                audit_denial(&state, caller.actor(), &route(), "role", &request_id).await?;
                 return Err(ApiError::new(
                     ErrorCode::Forbidden,
                     format!(

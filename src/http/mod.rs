@@ -65,17 +65,7 @@ fn resource(path: &str) -> Resource {
 }
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
-        ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!(
-                "invalid query string: {}",
-                error::redact_values(&e.to_string())
-            ),
-        )
-        .into()
-    }))
-    .app_data(web::PathConfig::default().error_handler(|e, _| {
+    cfg.app_data(web::PathConfig::default().error_handler(|e, _| {
         ApiError::new(
             ErrorCode::InvalidPath,
             format!(

@@ -58,7 +58,6 @@ const PREVIOUS_ID: &str = "previous_id";
 struct Ids {
     /// (kind, normalised value), strongest first: user_id, email, phone, anonymous_id.
     all: Vec<(&'static str, String)>,
-    user_id: Option<String>,
 }
 
 fn field(batched: bool, i: usize, name: &str) -> String {
@@ -115,10 +114,7 @@ fn identifiers(m: &Message, batched: bool, i: usize) -> Result<Ids, MessageError
     if let Some(a) = &m.anonymous_id {
         all.push(("anonymous_id", a.clone()));
     }
-    Ok(Ids {
-        all,
-        user_id: m.user_id.clone(),
-    })
+    Ok(Ids { all })
 }
 
 /// What a request has decided but not yet written: events, aggregates and first/last
@@ -262,17 +258,10 @@ impl Ingest<'_> {
                 (id, key)
             }
             Some(first) => {
-                let own_user = match &ids.user_id {
-                    Some(u) => {
-                        repo::subject_for(c, "user_id", &self.keyring.blind_indexes("user_id", u))
-                            .await?
-                            .map(|r| r.subject_id)
-                    }
-                    None => None,
-                };
-                let target = own_user.unwrap_or_else(|| first.clone());
+                // The strongest identifier (the userId, when known) comes first.
+                let target = first.clone();
                 let key = self.subject_key(c, &target).await?;
-                let target_user = self.user_id_index(c, &target).await?;
+                let mut target_user = self.user_id_index(c, &target).await?;
                 for other in found.iter().filter(|s| **s != target) {
                     let other_user = self.user_id_index(c, other).await?;
                     if target_user.is_some() && other_user.is_some() {
@@ -292,6 +281,8 @@ impl Ingest<'_> {
                     self.flush(c, pending).await?;
                     self.merge(c, other, &target, &key).await?;
                     report.merged += 1;
+                    // A userId merged in now counts against the next subject's.
+                    target_user = target_user.or(other_user);
                 }
                 (target, key)
             }

@@ -4,9 +4,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::ingest::IngestError;
-use super::segment::MessageError;
-use crate::audit::{AuditLog, NewEntry, Outcome};
+use crate::audit::{AuditError, AuditLog, NewEntry, Outcome};
 use crate::crypto::Keyring;
 use crate::domain::{Actor, Email, Phone, Timestamp};
 use crate::store::profiles as repo;
@@ -44,17 +42,24 @@ pub struct SubjectSummary {
     pub last_seen_at: String,
 }
 
-fn bad(field: &str, reason: impl Into<String>) -> IngestError {
-    IngestError::Invalid(MessageError {
-        index: None,
-        field: field.to_owned(),
-        reason: reason.into(),
-    })
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// The query does not name exactly one valid identifier.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+fn bad(field: &str, reason: impl std::fmt::Display) -> LookupError {
+    LookupError::Invalid(format!("{field}: {reason}"))
 }
 
 impl SubjectQuery {
     /// (kind, normalised value) of the one identifier given.
-    fn identifier(&self) -> Result<(&'static str, String), IngestError> {
+    fn identifier(&self) -> Result<(&'static str, String), LookupError> {
         let given: Vec<(&str, &String)> = [
             ("email", &self.email),
             ("user_id", &self.user_id),
@@ -98,7 +103,7 @@ pub async fn find_subject(
     actor: Actor,
     request_id: Option<String>,
     query: &SubjectQuery,
-) -> Result<Option<SubjectSummary>, IngestError> {
+) -> Result<Option<SubjectSummary>, LookupError> {
     let (kind, value) = query.identifier()?;
     let txn = db.begin_write().await?;
     let found = repo::subject_for(&txn, kind, &keyring.blind_indexes(kind, &value)).await?;

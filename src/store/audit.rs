@@ -156,10 +156,6 @@ pub async fn entries_from<C: ConnectionTrait>(
     Ok(rows.into_iter().map(EntryRow::from).collect())
 }
 
-pub async fn entry<C: ConnectionTrait>(c: &C, seq: i64) -> Result<Option<EntryRow>, StoreError> {
-    Ok(Entry::find_by_id(seq).one(c).await?.map(EntryRow::from))
-}
-
 /// The stored leaf hashes of entries `[from, to)`, in order.
 pub async fn leaf_hashes<C: ConnectionTrait>(
     c: &C,

@@ -141,18 +141,15 @@ async fn oversized_bodies_get_413_whether_declared_or_streamed() {
 
 #[tokio::test]
 async fn gzip_json_bodies_are_accepted() {
-    use std::io::Write;
     let app = spawn_app().await;
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(br#"{"name": "zipped", "role": "auditor"}"#)
-        .unwrap();
+    let body = crate::helpers::gzip(br#"{"name": "zipped", "role": "auditor"}"#);
     let resp = app
         .client
         .post(app.url("/v1/keys"))
         .bearer_auth(&app.admin_token)
         .header("content-type", "application/json")
         .header("content-encoding", "gzip")
-        .body(enc.finish().unwrap())
+        .body(body)
         .send()
         .await
         .unwrap();

@@ -249,3 +249,11 @@ impl TestApp {
 pub fn test_master_key() -> String {
     base64::engine::general_purpose::STANDARD.encode([42u8; 32])
 }
+
+/// `bytes` gzip-compressed, as clients send `Content-Encoding: gzip` bodies.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).expect("gzip");
+    enc.finish().expect("gzip")
+}

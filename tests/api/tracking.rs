@@ -184,23 +184,20 @@ async fn write_keys_come_as_basic_user_names_and_only_ingest_keys_may_write() {
 
 #[tokio::test]
 async fn gzip_bodies_and_oversized_messages() {
-    use std::io::Write;
     let app = spawn_app().await;
     let (_, key) = app.create_key("ingest").await;
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(
+    let body = crate::helpers::gzip(
         json!({"batch": [{"type": "track", "anonymousId": "a", "event": "e"}]})
             .to_string()
             .as_bytes(),
-    )
-    .unwrap();
+    );
     let resp = app
         .client
         .post(app.url("/v1/batch"))
         .basic_auth(&key, Some(""))
         .header("content-type", "application/json")
         .header("content-encoding", "gzip")
-        .body(enc.finish().unwrap())
+        .body(body)
         .send()
         .await
         .unwrap();
@@ -624,4 +621,48 @@ async fn an_alias_to_an_unknown_previous_id_keeps_it_as_an_anonymous_id_only() {
     )
     .await;
     assert_eq!(active_subjects(&app).await, 1);
+}
+
+#[tokio::test]
+async fn a_subject_without_a_user_id_never_joins_two_user_ids_by_merging() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    // Y holds userId A and a phone; Z holds userId B and a device; X has only an email.
+    send(
+        &app,
+        &key,
+        "/v1/identify",
+        &json!({"userId": "A", "traits": {"phone": "+44 20 7946 0958"}}),
+    )
+    .await;
+    send(
+        &app,
+        &key,
+        "/v1/identify",
+        &json!({"userId": "B", "anonymousId": "dev-b"}),
+    )
+    .await;
+    send(
+        &app,
+        &key,
+        "/v1/identify",
+        &json!({"anonymousId": "x-anon", "traits": {"email": "x@example.com"}}),
+    )
+    .await;
+    assert_eq!(active_subjects(&app).await, 3);
+    // One message names all three: X absorbs Y (and userId A), but must not absorb B.
+    send(
+        &app,
+        &key,
+        "/v1/identify",
+        &json!({"anonymousId": "dev-b",
+        "traits": {"email": "x@example.com", "phone": "+442079460958"}}),
+    )
+    .await;
+    assert_eq!(active_subjects(&app).await, 2);
+    assert_eq!(count(&app, "identity_conflicts", "").await, 1);
+    let holders = app
+        .scalar_i64("SELECT COUNT(DISTINCT subject_id) FROM identifiers WHERE kind = 'user_id'")
+        .await;
+    assert_eq!(holders, 2, "A and B stay with different subjects");
 }

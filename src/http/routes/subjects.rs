@@ -2,7 +2,6 @@ use actix_web::{HttpResponse, web};
 
 use crate::http::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::extract::{Authorized, DpoOnly, Query};
-use crate::profiles::ingest::IngestError;
 use crate::profiles::lookup::{self, SubjectQuery, SubjectSummary};
 use crate::startup::AppState;
 
@@ -30,11 +29,7 @@ pub async fn find(
         auth.request_id.clone(),
         &q,
     )
-    .await
-    .map_err(|e| match e {
-        IngestError::Invalid(m) => ApiError::new(ErrorCode::InvalidQuery, m.to_string()),
-        other => other.into(),
-    })?;
+    .await?;
     match found {
         Some(s) => Ok(HttpResponse::Ok().json(s)),
         None => Err(ApiError::new(
