@@ -13,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod policy;
 pub mod profiles;
 pub mod startup;
 pub mod store;

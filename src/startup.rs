@@ -16,6 +16,7 @@ use crate::config::{Mode, Settings};
 use crate::crypto::{Keyring, MasterKey, MasterKeySource, SharedKeyring};
 use crate::domain::{Clock, SystemClock};
 use crate::http;
+use crate::policy::{Policies, SharedPolicies};
 use crate::store::{Db, DbOptions, SqliteSync};
 
 /// Everything a request handler may reach.
@@ -27,6 +28,7 @@ pub struct AppState {
     pub auth: Authenticator,
     pub keyring: SharedKeyring,
     pub master: Arc<MasterKey>,
+    pub policies: SharedPolicies,
     pub clock: Arc<dyn Clock>,
     pub metrics: PrometheusHandle,
 }
@@ -39,12 +41,21 @@ pub struct Core {
     pub master_source: MasterKeySource,
     pub keyring: SharedKeyring,
     pub audit: AuditLog,
+    pub policies: SharedPolicies,
     pub clock: Arc<dyn Clock>,
 }
 
 impl Core {
     pub async fn open(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
+        let policies = Policies::load(&settings.policies).map_err(|e| {
+            let problems: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!(
+                "the policies in {} are invalid: {}",
+                settings.policies.display(),
+                problems.join("; ")
+            )
+        })?;
         if settings.mode == Mode::Production
             && settings.is_sqlite()
             && settings.effective_sqlite_sync() != SqliteSync::Full
@@ -92,6 +103,7 @@ impl Core {
             master_source,
             keyring,
             audit,
+            policies: SharedPolicies::new(policies),
             clock,
         })
     }
@@ -129,6 +141,22 @@ impl Application {
             core.clock.now(),
         )
         .await?;
+        // Traits stored before the taxonomy in force classified them.
+        let policies = core.policies.get();
+        let n = crate::profiles::reclassify::reclassify(
+            &core.db,
+            &core.master,
+            &policies.taxonomy,
+            &core.audit,
+        )
+        .await?;
+        if n > 0 {
+            tracing::info!(
+                traits = n,
+                "stored traits reclassified by the taxonomy in force"
+            );
+        }
+        tracing::info!(summary = %policies.summary(), "policies loaded");
         // Sign what the log holds now (entries written by the CLI or before a restart), so a
         // checkpoint exists from the first request on.
         core.audit.checkpoint_if_behind(&core.db).await?;
@@ -148,6 +176,7 @@ impl Application {
             auth,
             keyring: core.keyring,
             master: core.master,
+            policies: core.policies,
             clock: core.clock,
             metrics: crate::telemetry::metrics_handle(),
         });

@@ -13,6 +13,8 @@ use crate::crypto::{KeyKind, MasterKeySource};
 use crate::domain::{Actor, Role, SystemClock};
 use crate::startup::{Application, Core};
 
+mod policy;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "consentry",
@@ -41,7 +43,7 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         listen: Option<String>,
     },
-    /// Apply pending database migrations.
+    /// Apply pending database migrations, and bring stored traits in line with the taxonomy.
     Migrate,
     /// Manage API keys and the keyring.
     #[command(subcommand)]
@@ -49,6 +51,9 @@ enum Command {
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Check policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Fill the database with a synthetic, deterministic population through the ingest path.
     Demo {
         /// How many people to generate.
@@ -107,6 +112,16 @@ struct CreateArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Validate a policy set (`file:line: message` per problem, non-zero exit if any), print
+    /// a summary, and list stored traits it leaves unclassified.
+    Check {
+        /// The policies directory [default: the configured one].
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum AuditCommand {
     /// Recompute every leaf and the tree, check every checkpoint signature.
     Verify,
@@ -154,11 +169,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::telemetry::init(settings.log_format, "warn");
             let core = Core::open(settings, Arc::new(SystemClock)).await?;
             eprintln!("migrations are current");
+            let policies = core.policies.get();
+            let n = crate::profiles::reclassify::reclassify(
+                &core.db,
+                &core.master,
+                &policies.taxonomy,
+                &core.audit,
+            )
+            .await?;
+            if n > 0 {
+                eprintln!("{n} stored trait value(s) reclassified by the taxonomy in force");
+            }
             core.db.close().await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(cmd) => keys(settings, cmd).await,
         Command::Audit(AuditCommand::Verify) => verify(settings).await,
+        Command::Policy(PolicyCommand::Check { dir }) => {
+            crate::telemetry::init(settings.log_format, "warn");
+            policy::check(settings, dir).await
+        }
         Command::Demo { profiles, seed } => demo(settings, profiles, seed).await,
     }
 }
@@ -283,11 +313,13 @@ async fn demo(settings: Settings, profiles: u64, seed: u64) -> anyhow::Result<Ex
     crate::telemetry::init(settings.log_format, "warn");
     let core = Core::open(settings, Arc::new(SystemClock)).await?;
     let keyring = core.keyring.get();
+    let policies = core.policies.get();
     let ingest = crate::profiles::ingest::Ingest {
         db: &core.db,
         master: &core.master,
         keyring: &keyring,
         audit: &core.audit,
+        policies: &policies,
         source: Actor {
             key_id: "demo".into(),
             role: Role::Ingest.as_str().into(),

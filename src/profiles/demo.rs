@@ -17,6 +17,21 @@ const LAST: [&str; 12] = [
     "Kowalski", "Larsen",
 ];
 const COUNTRIES: [&str; 8] = ["GB", "DE", "FR", "ES", "IT", "NL", "SE", "US"];
+
+/// A valid mobile number in `country`'s plan, distinct for each person index `i`.
+fn mobile(country: &str, i: u64) -> String {
+    let n = i % 10_000_000;
+    match country {
+        "GB" => format!("+4477{:08}", 10_000_000 + n % 90_000_000),
+        "DE" => format!("+49151{:08}", n),
+        "FR" => format!("+336{:08}", n),
+        "ES" => format!("+346{:08}", n),
+        "IT" => format!("+393{:09}", 100_000_000 + n),
+        "NL" => format!("+3161{:07}", n % 10_000_000),
+        "SE" => format!("+4670{:07}", n),
+        _ => format!("+1212{:07}", 2_000_000 + n % 8_000_000),
+    }
+}
 const DOMAINS: [&str; 3] = ["example.com", "example.org", "example.net"];
 const PRODUCTS: u64 = 200;
 const DAY_US: i64 = 86_400_000_000;
@@ -105,13 +120,19 @@ fn person(rng: &mut Rng, i: u64, now: i64) -> Vec<Message> {
         return out;
     }
     let (first, last) = (rng.pick(&FIRST), rng.pick(&LAST));
+    let country = rng.pick(&COUNTRIES);
     let mut id = message(Kind::Identify, Some(&user), Some(&anon), at, String::new());
     id.traits = props(json!({
         "email": format!("{}.{}{i}@{}", first.to_lowercase(), last.to_lowercase(), rng.pick(&DOMAINS)),
         "firstName": first, "lastName": last,
-        "country": rng.pick(&COUNTRIES),
+        "country": country,
         "plan": rng.pick(&["free", "plus", "gold"]),
     }));
+    // Six in ten give a mobile number, unique per person.
+    if rng.chance(60) {
+        id.traits
+            .insert("phone".into(), Value::String(mobile(country, i)));
+    }
     push(&mut out, id, at);
     for _ in 0..rng.below(10) {
         step(rng, &mut at);
@@ -209,9 +230,22 @@ mod tests {
                 .any(|m| m.event.as_deref() == Some("Order Completed"))
         );
         assert!(a.iter().any(|m| m.kind == Kind::Identify));
+        assert!(a.iter().any(|m| m.traits.contains_key("phone")));
         assert!(
             a.iter()
                 .all(|m| m.timestamp.unix_micros() <= 1_796_000_000_000_000)
         );
+    }
+
+    #[test]
+    fn generated_mobiles_are_valid_e164_numbers() {
+        for country in COUNTRIES {
+            for i in [0, 1, 999_999, 9_999_999, 12_345_678] {
+                let m = mobile(country, i);
+                let parsed = crate::domain::Phone::parse(&m, None)
+                    .unwrap_or_else(|e| panic!("{country} {m}: {e}"));
+                assert_eq!(parsed.as_ref(), m);
+            }
+        }
     }
 }

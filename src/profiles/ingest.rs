@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use sea_orm::ConnectionTrait;
 use serde_json::Value;
 
-use super::classify::{direct_identifier, strip_identifiers};
 use super::segment::{Kind, Message, MessageError};
 use crate::audit::{AuditError, AuditLog, NewEntry, Outcome};
 use crate::crypto::{Keyring, KeyringError, MasterKey, SubjectKey};
 use crate::domain::aggregates::Aggregates;
 use crate::domain::{Actor, Email, Phone, Timestamp};
+use crate::policy::{IdSource, Policies};
 use crate::store::profiles::{self as repo, EventRow, IdentifierRow, TraitRow};
 use crate::store::{Db, StoreError, aggregates};
 
@@ -46,6 +46,7 @@ pub struct Ingest<'a> {
     pub master: &'a MasterKey,
     pub keyring: &'a Keyring,
     pub audit: &'a AuditLog,
+    pub policies: &'a Policies,
     pub source: Actor,
     pub request_id: Option<String>,
     pub received_at: Timestamp,
@@ -55,9 +56,10 @@ pub struct Ingest<'a> {
 const PREVIOUS_ID: &str = "previous_id";
 
 /// The identifiers a message names, normalised.
-struct Ids {
-    /// (kind, normalised value), strongest first: user_id, email, phone, anonymous_id.
-    all: Vec<(&'static str, String)>,
+struct Ids<'p> {
+    /// (kind, normalised value), strongest first: user_id, email, phone, the external
+    /// ids in policy order, anonymous_id.
+    all: Vec<(&'p str, String)>,
 }
 
 fn field(batched: bool, i: usize, name: &str) -> String {
@@ -76,7 +78,37 @@ fn invalid(batched: bool, i: usize, name: &str, reason: String) -> MessageError 
     }
 }
 
-fn identifiers(m: &Message, batched: bool, i: usize) -> Result<Ids, MessageError> {
+/// The first value of an external id in a message, with the field it came from.
+fn external_value<'m>(m: &'m Message, from: &[IdSource]) -> Option<(String, &'m Value)> {
+    from.iter().find_map(|source| {
+        let (name, v) = match source {
+            IdSource::Traits(k) => (format!("traits.{k}"), m.traits.get(k)),
+            IdSource::ContextTraits(k) => (
+                format!("context.traits.{k}"),
+                m.context
+                    .get("traits")
+                    .and_then(Value::as_object)
+                    .and_then(|t| t.get(k)),
+            ),
+            IdSource::Context(path) => {
+                let mut v = m.context.get(&path[0]);
+                for p in &path[1..] {
+                    v = v.and_then(|v| v.get(p));
+                }
+                (format!("context.{}", path.join(".")), v)
+            }
+            IdSource::Properties(k) => (format!("properties.{k}"), m.properties.get(k)),
+        };
+        v.filter(|v| !v.is_null()).map(|v| (name, v))
+    })
+}
+
+fn identifiers<'p>(
+    m: &Message,
+    policies: &'p Policies,
+    batched: bool,
+    i: usize,
+) -> Result<Ids<'p>, MessageError> {
     let mut all = Vec::new();
     if let Some(u) = &m.user_id {
         all.push(("user_id", u.clone()));
@@ -111,6 +143,31 @@ fn identifiers(m: &Message, batched: bool, i: usize) -> Result<Ids, MessageError
         let p = Phone::parse(s, None).map_err(|r| invalid(batched, i, "traits.phone", r))?;
         all.push(("phone", p.as_ref().to_owned()));
     }
+    for ext in &policies.external_ids {
+        if let Some((name, v)) = external_value(m, &ext.from) {
+            let value = match v {
+                Value::String(s) => s.trim().to_owned(),
+                Value::Number(n) => n.to_string(),
+                _ => {
+                    return Err(invalid(
+                        batched,
+                        i,
+                        &name,
+                        "must be a string or a number".into(),
+                    ));
+                }
+            };
+            if value.is_empty() || value.len() > 256 {
+                return Err(invalid(
+                    batched,
+                    i,
+                    &name,
+                    "must be 1 to 256 characters".into(),
+                ));
+            }
+            all.push((ext.kind.as_str(), value));
+        }
+    }
     if let Some(a) = &m.anonymous_id {
         all.push(("anonymous_id", a.clone()));
     }
@@ -136,7 +193,7 @@ impl Ingest<'_> {
         let ids: Vec<Ids> = messages
             .iter()
             .enumerate()
-            .map(|(i, m)| identifiers(m, batched, i))
+            .map(|(i, m)| identifiers(m, self.policies, batched, i))
             .collect::<Result<_, _>>()?;
         let mut report = IngestReport::default();
         let mut subjects = BTreeSet::new();
@@ -145,7 +202,7 @@ impl Ingest<'_> {
         let message_ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
         let mut already =
             repo::existing_message_ids(&txn, &self.source.key_id, &message_ids).await?;
-        let mut resolved: HashMap<&[(&'static str, String)], String> = HashMap::new();
+        let mut resolved: HashMap<&[(&str, String)], String> = HashMap::new();
         let mut keys: HashMap<String, SubjectKey> = HashMap::new();
         let mut pending = Pending::default();
         for (m, ids) in messages.iter().zip(&ids) {
@@ -224,14 +281,14 @@ impl Ingest<'_> {
     async fn resolve<C: ConnectionTrait>(
         &self,
         c: &C,
-        ids: &Ids,
+        ids: &Ids<'_>,
         report: &mut IngestReport,
         pending: &mut Pending,
     ) -> Result<(String, SubjectKey), IngestError> {
         let mut found: Vec<String> = Vec::new();
-        let mut missing: Vec<(&'static str, &str)> = Vec::new();
+        let mut missing: Vec<(&str, &str)> = Vec::new();
         for (kind, value) in &ids.all {
-            let (lookups, new_kind): (&[&'static str], &'static str) = if *kind == PREVIOUS_ID {
+            let (lookups, new_kind): (&[&str], &str) = if *kind == PREVIOUS_ID {
                 (&["user_id", "anonymous_id"], "anonymous_id")
             } else {
                 (std::slice::from_ref(kind), kind)
@@ -385,17 +442,14 @@ impl Ingest<'_> {
         let at = m.timestamp.unix_micros();
         if m.kind == Kind::Identify {
             for (name, value) in &m.traits {
-                let (value, sealed, category) = match direct_identifier(name) {
-                    Some(category) => {
-                        let aad = format!("trait:{name}");
-                        (
-                            None,
-                            Some(key.seal(&aad, value.to_string().as_bytes())?),
-                            category,
-                        )
-                    }
-                    None => (Some(value.to_string()), None, "unclassified"),
+                let class = self.policies.taxonomy.classify(name);
+                let (value, sealed) = if class.sealed {
+                    let aad = format!("trait:{name}");
+                    (None, Some(key.seal(&aad, value.to_string().as_bytes())?))
+                } else {
+                    (Some(value.to_string()), None)
                 };
+                let category = class.category;
                 repo::upsert_trait(
                     c,
                     &TraitRow {
@@ -412,7 +466,7 @@ impl Ingest<'_> {
             }
         }
         let mut properties = Value::Object(m.properties.clone());
-        strip_identifiers(&mut properties);
+        self.policies.taxonomy.strip_identifiers(&mut properties);
         pending.events.push(EventRow {
             id: uuid::Uuid::new_v4().simple().to_string(),
             subject_id: subject.to_owned(),

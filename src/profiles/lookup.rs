@@ -1,24 +1,36 @@
 //! Finding a subject by one identifier, for DPOs answering requests. The look-up and
 //! its audit entry commit together; nothing is answered if the entry cannot be written.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use crate::audit::{AuditError, AuditLog, NewEntry, Outcome};
 use crate::crypto::Keyring;
 use crate::domain::{Actor, Email, Phone, Timestamp};
+use crate::policy::Policies;
 use crate::store::profiles as repo;
 use crate::store::{Db, StoreError};
 
-/// The identifier to look for: the one query parameter given.
-#[derive(Clone, Debug, Default, serde::Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct SubjectQuery {
-    pub email: Option<String>,
-    pub user_id: Option<String>,
+/// The identifier to look for: the one query parameter given, named by its kind.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SubjectQuery(pub BTreeMap<String, String>);
+
+/// The query parameters of `GET /v1/subjects`, as documented; give exactly one.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct SubjectQueryDoc {
+    email: Option<String>,
+    user_id: Option<String>,
     /// E.164, e.g. `+442079460958`.
-    pub phone: Option<String>,
-    pub anonymous_id: Option<String>,
+    phone: Option<String>,
+    anonymous_id: Option<String>,
+    /// An external id from `policies/identifiers.yaml`; the shipped ones are
+    /// `customer_id`, `loyalty_id` and `device_id`, each its own parameter.
+    customer_id: Option<String>,
+    loyalty_id: Option<String>,
+    device_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -34,7 +46,8 @@ pub struct SubjectSummary {
     pub subject_id: String,
     /// `active` or `merged`.
     pub status: String,
-    /// The kinds of identifier held (`user_id`, `email`, `phone`, `anonymous_id`), never values.
+    /// The kinds of identifier held (`user_id`, `email`, `phone`, `anonymous_id`, external
+    /// ids), never values.
     pub identifier_kinds: Vec<String>,
     pub event_count: u64,
     pub traits: Vec<TraitSummary>,
@@ -59,40 +72,33 @@ fn bad(field: &str, reason: impl std::fmt::Display) -> LookupError {
 
 impl SubjectQuery {
     /// (kind, normalised value) of the one identifier given.
-    fn identifier(&self) -> Result<(&'static str, String), LookupError> {
-        let given: Vec<(&str, &String)> = [
-            ("email", &self.email),
-            ("user_id", &self.user_id),
-            ("phone", &self.phone),
-            ("anonymous_id", &self.anonymous_id),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-        .collect();
-        let [(kind, value)] = given.as_slice() else {
+    fn identifier(&self, policies: &Policies) -> Result<(String, String), LookupError> {
+        let kinds = policies.identifier_kinds().join(", ");
+        if let Some(unknown) = self.0.keys().find(|k| !policies.is_identifier_kind(k)) {
             return Err(bad(
-                "",
-                "give exactly one of email, user_id, phone, anonymous_id",
+                unknown,
+                format!("not an identifier kind; give one of {kinds}"),
             ));
+        }
+        let mut given = self.0.iter();
+        let (Some((kind, value)), None) = (given.next(), given.next()) else {
+            return Err(bad("", format!("give exactly one of {kinds}")));
         };
-        Ok(match *kind {
-            "email" => (
-                "email",
-                Email::parse(value)
-                    .map_err(|r| bad("email", r))?
-                    .as_ref()
-                    .to_owned(),
-            ),
-            "phone" => (
-                "phone",
-                Phone::parse(value, None)
-                    .map_err(|r| bad("phone", r))?
-                    .as_ref()
-                    .to_owned(),
-            ),
-            "user_id" => ("user_id", value.trim().to_owned()),
-            _ => ("anonymous_id", value.trim().to_owned()),
-        })
+        let value = match kind.as_str() {
+            "email" => Email::parse(value)
+                .map_err(|r| bad("email", r))?
+                .as_ref()
+                .to_owned(),
+            "phone" => Phone::parse(value, None)
+                .map_err(|r| bad("phone", r))?
+                .as_ref()
+                .to_owned(),
+            _ => value.trim().to_owned(),
+        };
+        if value.is_empty() {
+            return Err(bad(kind, "must not be empty"));
+        }
+        Ok((kind.clone(), value))
     }
 }
 
@@ -100,13 +106,14 @@ pub async fn find_subject(
     db: &Db,
     keyring: &Keyring,
     audit: &AuditLog,
+    policies: &Policies,
     actor: Actor,
     request_id: Option<String>,
     query: &SubjectQuery,
 ) -> Result<Option<SubjectSummary>, LookupError> {
-    let (kind, value) = query.identifier()?;
+    let (kind, value) = query.identifier(policies)?;
     let txn = db.begin_write().await?;
-    let found = repo::subject_for(&txn, kind, &keyring.blind_indexes(kind, &value)).await?;
+    let found = repo::subject_for(&txn, &kind, &keyring.blind_indexes(&kind, &value)).await?;
     let mut entry = NewEntry::new(actor, "subject.lookup", Outcome::Ok)
         .request_id(request_id)
         .attributes(vec![format!("by:{kind}")]);

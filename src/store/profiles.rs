@@ -371,3 +371,75 @@ pub async fn existing_message_ids<C: ConnectionTrait>(
     }
     Ok(found)
 }
+
+/// Each distinct (trait name, stored category) with how many subjects hold it.
+pub async fn trait_categories<C: ConnectionTrait>(
+    c: &C,
+) -> Result<Vec<(String, String, u64)>, StoreError> {
+    use sea_orm::QuerySelect;
+    let rows: Vec<(String, String, i64)> = Trait::find()
+        .select_only()
+        .column(subject_trait::Column::Name)
+        .column(subject_trait::Column::Category)
+        .column_as(subject_trait::Column::SubjectId.count(), "n")
+        .group_by(subject_trait::Column::Name)
+        .group_by(subject_trait::Column::Category)
+        .into_tuple()
+        .all(c)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(n, cat, k)| (n, cat, u64::try_from(k).unwrap_or(0)))
+        .collect())
+}
+
+/// Sets the category of every `name` trait stored under `from`.
+pub async fn recategorise<C: ConnectionTrait>(
+    c: &C,
+    name: &str,
+    from: &str,
+    to: &str,
+) -> Result<u64, StoreError> {
+    Ok(Trait::update_many()
+        .col_expr(subject_trait::Column::Category, Expr::value(to.to_owned()))
+        .filter(subject_trait::Column::Name.eq(name))
+        .filter(subject_trait::Column::Category.eq(from))
+        .exec(c)
+        .await?
+        .rows_affected)
+}
+
+/// The `name` traits still stored in clear: (subject id, JSON value).
+pub async fn clear_traits_named<C: ConnectionTrait>(
+    c: &C,
+    name: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(Trait::find()
+        .filter(subject_trait::Column::Name.eq(name))
+        .filter(subject_trait::Column::Value.is_not_null())
+        .all(c)
+        .await?
+        .into_iter()
+        .filter_map(|m| m.value.map(|v| (m.subject_id, v)))
+        .collect())
+}
+
+/// Replaces a clear trait value by its sealed form.
+pub async fn seal_trait<C: ConnectionTrait>(
+    c: &C,
+    subject_id: &str,
+    name: &str,
+    sealed: Vec<u8>,
+) -> Result<(), StoreError> {
+    Trait::update_many()
+        .col_expr(subject_trait::Column::Sealed, Expr::value(sealed))
+        .col_expr(
+            subject_trait::Column::Value,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(subject_trait::Column::SubjectId.eq(subject_id))
+        .filter(subject_trait::Column::Name.eq(name))
+        .exec(c)
+        .await?;
+    Ok(())
+}

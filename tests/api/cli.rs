@@ -35,6 +35,7 @@ impl Cli {
             .current_dir(self.dir.path())
             .env("CONSENTRY_DATABASE_URL", &self.url)
             .env("CONSENTRY_MASTER_KEY", test_master_key())
+            .env("CONSENTRY_POLICIES", crate::helpers::shipped_policies())
             .env_remove("CONSENTRY_TEST_DATABASE_URL")
             .output()
             .unwrap()
@@ -163,6 +164,7 @@ async fn production_mode_refuses_development_shortcuts() {
         c.args(["--data-dir", dir.path().to_str().unwrap(), "migrate"])
             .current_dir(dir.path())
             .env_remove("CONSENTRY_TEST_DATABASE_URL")
+            .env("CONSENTRY_POLICIES", crate::helpers::shipped_policies())
             .env("CONSENTRY_MODE", "production");
         for (k, v) in envs {
             c.env(k, v);
@@ -200,6 +202,7 @@ async fn config_comes_from_a_toml_file_then_the_environment() {
         let mut c = Command::new(env!("CARGO_BIN_EXE_consentry"));
         c.args(["serve"])
             .current_dir(dir.path())
+            .env("CONSENTRY_POLICIES", crate::helpers::shipped_policies())
             .env_remove("CONSENTRY_TEST_DATABASE_URL");
         for (k, v) in envs {
             c.env(k, v);
@@ -239,14 +242,7 @@ async fn demo_fills_the_same_population_for_the_same_seed() {
             "SELECT COUNT(*) FROM events WHERE name = 'Order Completed'",
             "SELECT COUNT(*) FROM identifiers WHERE kind = 'email'",
         ] {
-            let r = sea_orm::ConnectionTrait::query_one_raw(
-                db.conn(),
-                sea_orm::Statement::from_string(db.backend(), sql.to_owned()),
-            )
-            .await
-            .unwrap()
-            .unwrap();
-            row.push(r.try_get_by_index::<i64>(0).unwrap());
+            row.push(scalar(&db, sql).await);
         }
         db.close().await.unwrap();
         assert_eq!(row[0], 40, "one subject per person");
@@ -254,4 +250,87 @@ async fn demo_fills_the_same_population_for_the_same_seed() {
         counts.push(row);
     }
     assert_eq!(counts[0], counts[1]);
+}
+
+#[tokio::test]
+async fn policy_check_reports_file_and_line_and_lists_unclassified_traits() {
+    let cli = Cli::new().await;
+    // A taxonomy that does not know `firstName`: the demo stores it unclassified, in clear.
+    let custom = cli.dir.path().join("policies");
+    std::fs::create_dir(&custom).unwrap();
+    let shipped = crate::helpers::shipped_policies();
+    let taxonomy = std::fs::read_to_string(shipped.join("taxonomy.yaml")).unwrap();
+    let without_first = taxonomy.replace(
+        "  first_name:\n    category: user.name.first\n    aliases: [given_name]\n",
+        "",
+    );
+    assert_ne!(taxonomy, without_first);
+    std::fs::write(custom.join("taxonomy.yaml"), &without_first).unwrap();
+    std::fs::copy(
+        shipped.join("identifiers.yaml"),
+        custom.join("identifiers.yaml"),
+    )
+    .unwrap();
+    let custom_arg = custom.to_str().unwrap();
+    let out = cli.run(&["--policies", custom_arg, "demo", "--profiles", "20"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = cli.run(&["policy", "check", custom_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("ok: "), "{text}");
+    assert!(
+        text.contains("unclassified") && text.contains("  firstName  ("),
+        "{text}"
+    );
+
+    // With the shipped set in force, `migrate` classifies and seals them.
+    let db = cli.db().await;
+    let clear = "SELECT COUNT(*) FROM traits WHERE name = 'firstName' AND value IS NOT NULL";
+    assert!(scalar(&db, clear).await > 0);
+    let out = cli.run(&["migrate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("reclassified"), "{}", stderr(&out));
+    assert_eq!(scalar(&db, clear).await, 0);
+    let sealed = "SELECT COUNT(*) FROM traits WHERE name = 'firstName' AND sealed IS NOT NULL AND category = 'user.name.first'";
+    assert!(scalar(&db, sealed).await > 0);
+    db.close().await.unwrap();
+    let out = cli.run(&["policy", "check"]);
+    assert!(
+        stdout(&out).contains("every stored trait is classified"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A broken set: one line per problem, `file:line: message`, non-zero exit.
+    std::fs::write(
+        custom.join("taxonomy.yaml"),
+        without_first.replace("category: user.account\n", "category: user.acount\n"),
+    )
+    .unwrap();
+    let out = cli.run(&["policy", "check", custom_arg]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.lines().any(
+            |l| l.starts_with("taxonomy.yaml:") && l.contains("unknown category `user.acount`")
+        ),
+        "{err}"
+    );
+    // The gateway refuses to start on it, naming the problem.
+    let out = cli.run(&["--policies", custom_arg, "migrate"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("user.acount"), "{}", stderr(&out));
+}
+
+async fn scalar(db: &consentry::store::Db, sql: &str) -> i64 {
+    sea_orm::ConnectionTrait::query_one_raw(
+        db.conn(),
+        sea_orm::Statement::from_string(db.backend(), sql.to_owned()),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get_by_index::<i64>(0)
+    .unwrap()
 }

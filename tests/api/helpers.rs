@@ -103,6 +103,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         token_cache_ttl_secs: opts.token_cache_ttl_secs,
         auth_failures_per_minute: opts.auth_failures_per_minute,
         body_limit_bytes: opts.body_limit_bytes,
+        policies: shipped_policies(),
         ..Settings::default()
     };
     let clock = Arc::new(TestClock(AtomicI64::new(
@@ -204,6 +205,26 @@ impl TestApp {
         )
     }
 
+    /// Sends a tracking call the way Segment's clients do: write key as Basic user name.
+    pub async fn track(&self, key: &str, route: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(route))
+            .basic_auth(key, Some(""))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn count(&self, table: &str, filter: &str) -> i64 {
+        self.scalar_i64(&format!("SELECT COUNT(*) FROM {table} {filter}"))
+            .await
+    }
+
+    pub async fn active_subjects(&self) -> i64 {
+        self.count("subjects", "WHERE status = 'active'").await
+    }
+
     pub fn backend(&self) -> DbBackend {
         self.db.backend()
     }
@@ -246,6 +267,11 @@ impl TestApp {
 }
 
 /// The master key every test app uses.
+/// The policy set shipped in `policies/`.
+pub fn shipped_policies() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
 pub fn test_master_key() -> String {
     base64::engine::general_purpose::STANDARD.encode([42u8; 32])
 }

@@ -45,25 +45,6 @@ async fn columns_of(app: &TestApp, table: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
-async fn send(app: &TestApp, key: &str, route: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .post(app.url(route))
-        .basic_auth(key, Some(""))
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn count(app: &TestApp, table: &str, filter: &str) -> i64 {
-    app.scalar_i64(&format!("SELECT COUNT(*) FROM {table} {filter}"))
-        .await
-}
-
-async fn active_subjects(app: &TestApp) -> i64 {
-    count(app, "subjects", "WHERE status = 'active'").await
-}
-
 #[tokio::test]
 async fn a_write_key_sends_every_call_type_and_each_is_stored() {
     let app = spawn_app().await;
@@ -83,14 +64,14 @@ async fn a_write_key_sends_every_call_type_and_each_is_stored() {
         ("/v1/alias", json!({"userId": "u1", "previousId": "anon-1"})),
     ];
     for (route, body) in &calls {
-        let resp = send(&app, &key, route, body).await;
+        let resp = app.track(&key, route, body).await;
         assert_eq!(resp.status(), 200, "{route}");
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["success"], true);
     }
-    assert_eq!(count(&app, "events", "").await, 6);
-    assert_eq!(active_subjects(&app).await, 1);
-    let names: i64 = count(&app, "events", "WHERE name = 'Order Completed'").await;
+    assert_eq!(app.count("events", "").await, 6);
+    assert_eq!(app.active_subjects().await, 1);
+    let names: i64 = app.count("events", "WHERE name = 'Order Completed'").await;
     assert_eq!(names, 1);
 }
 
@@ -102,13 +83,15 @@ async fn a_repeated_message_id_is_stored_once() {
         {"type": "track", "userId": "u1", "event": "Product Viewed", "messageId": "m-1"},
         {"type": "track", "userId": "u1", "event": "Product Viewed", "messageId": "m-2"},
     ]});
-    let v: Value = send(&app, &key, "/v1/batch", &body)
+    let v: Value = app
+        .track(&key, "/v1/batch", &body)
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(v["accepted"], 2);
-    let v: Value = send(&app, &key, "/v1/batch", &body)
+    let v: Value = app
+        .track(&key, "/v1/batch", &body)
         .await
         .json()
         .await
@@ -117,19 +100,19 @@ async fn a_repeated_message_id_is_stored_once() {
         (v["accepted"].clone(), v["duplicates"].clone()),
         (json!(0), json!(2))
     );
-    assert_eq!(count(&app, "events", "").await, 2);
+    assert_eq!(app.count("events", "").await, 2);
 }
 
 #[tokio::test]
 async fn an_invalid_message_refuses_the_batch_and_nothing_is_written() {
     let app = spawn_app().await;
     let (_, key) = app.create_key("ingest").await;
-    let entries = count(&app, "audit_entries", "").await;
+    let entries = app.count("audit_entries", "").await;
     let body = json!({"batch": [
         {"type": "identify", "userId": "u1", "traits": {"email": "jane@example.com"}},
         {"type": "track", "userId": "u1"},
     ]});
-    let resp = send(&app, &key, "/v1/batch", &body).await;
+    let resp = app.track(&key, "/v1/batch", &body).await;
     assert_eq!(resp.status(), 400);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "invalid_message");
@@ -141,7 +124,7 @@ async fn an_invalid_message_refuses_the_batch_and_nothing_is_written() {
         "{v}"
     );
     let bad_email = json!({"userId": "u1", "traits": {"email": "not-an-address"}});
-    let resp = send(&app, &key, "/v1/identify", &bad_email).await;
+    let resp = app.track(&key, "/v1/identify", &bad_email).await;
     assert_eq!(resp.status(), 400);
     let v: Value = resp.json().await.unwrap();
     assert!(
@@ -151,9 +134,9 @@ async fn an_invalid_message_refuses_the_batch_and_nothing_is_written() {
             .starts_with("traits.email"),
         "{v}"
     );
-    assert_eq!(count(&app, "events", "").await, 0);
-    assert_eq!(count(&app, "subjects", "").await, 0);
-    assert_eq!(count(&app, "audit_entries", "").await, entries);
+    assert_eq!(app.count("events", "").await, 0);
+    assert_eq!(app.count("subjects", "").await, 0);
+    assert_eq!(app.count("audit_entries", "").await, entries);
 }
 
 #[tokio::test]
@@ -176,10 +159,10 @@ async fn write_keys_come_as_basic_user_names_and_only_ingest_keys_may_write() {
             .starts_with("Basic")
     );
     assert_eq!(
-        send(&app, "cs_wrong", "/v1/track", &body).await.status(),
+        app.track("cs_wrong", "/v1/track", &body).await.status(),
         401
     );
-    assert_eq!(send(&app, &dpo, "/v1/track", &body).await.status(), 403);
+    assert_eq!(app.track(&dpo, "/v1/track", &body).await.status(), 403);
 }
 
 #[tokio::test]
@@ -203,98 +186,91 @@ async fn gzip_bodies_and_oversized_messages() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let big = json!({"anonymousId": "a", "event": "e", "properties": {"x": "y".repeat(40_000)}});
-    assert_eq!(send(&app, &key, "/v1/track", &big).await.status(), 413);
+    assert_eq!(app.track(&key, "/v1/track", &big).await.status(), 413);
 }
 
 #[tokio::test]
 async fn anonymous_browsing_then_identify_is_one_person() {
     let app = spawn_app().await;
     let (_, key) = app.create_key("ingest").await;
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/page",
         &json!({"anonymousId": "anon-7", "name": "Shoes"}),
     )
     .await;
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/track",
         &json!({"anonymousId": "anon-7", "event": "Product Viewed"}),
     )
     .await;
-    assert_eq!(active_subjects(&app).await, 1);
-    send(
-        &app,
+    assert_eq!(app.active_subjects().await, 1);
+    app.track(
         &key,
         "/v1/identify",
         &json!({"userId": "u-7", "anonymousId": "anon-7",
         "traits": {"email": "Jane@Example.com"}}),
     )
     .await;
-    assert_eq!(active_subjects(&app).await, 1);
+    assert_eq!(app.active_subjects().await, 1);
     // Later, the same person by email alone from another device: still one subject.
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/track",
         &json!({"anonymousId": "anon-phone", "event": "Cart Viewed",
         "context": {"traits": {"email": "jane@example.com"}}}),
     )
     .await;
-    assert_eq!(active_subjects(&app).await, 1);
-    assert_eq!(count(&app, "events", "").await, 4);
+    assert_eq!(app.active_subjects().await, 1);
+    assert_eq!(app.count("events", "").await, 4);
 }
 
 #[tokio::test]
 async fn a_message_linking_two_subjects_merges_them() {
     let app = spawn_app().await;
     let (_, key) = app.create_key("ingest").await;
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/track",
         &json!({"anonymousId": "laptop", "event": "Product Viewed"}),
     )
     .await;
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/identify",
         &json!({"userId": "u-9", "traits": {"plan": "gold"}}),
     )
     .await;
-    assert_eq!(active_subjects(&app).await, 2);
-    send(
-        &app,
+    assert_eq!(app.active_subjects().await, 2);
+    app.track(
         &key,
         "/v1/alias",
         &json!({"previousId": "laptop", "userId": "u-9"}),
     )
     .await;
-    assert_eq!(active_subjects(&app).await, 1);
+    assert_eq!(app.active_subjects().await, 1);
     assert_eq!(
-        count(
-            &app,
+        app.count(
             "subjects",
             "WHERE status = 'merged' AND merged_into IS NOT NULL"
         )
         .await,
         1
     );
-    assert_eq!(count(&app, "events", "").await, 3);
+    assert_eq!(app.count("events", "").await, 3);
     let distinct = app
         .scalar_i64("SELECT COUNT(DISTINCT subject_id) FROM events")
         .await;
     assert_eq!(distinct, 1, "events were re-pointed");
     assert_eq!(
-        count(&app, "subject_keys", "").await,
+        app.count("subject_keys", "").await,
         1,
         "the merged subject's key is gone"
     );
     assert_eq!(
-        count(&app, "audit_entries", "WHERE action = 'subject.merge'").await,
+        app.count("audit_entries", "WHERE action = 'subject.merge'")
+            .await,
         1
     );
     app.verify().await.expect("the audit log verifies");
@@ -304,29 +280,26 @@ async fn a_message_linking_two_subjects_merges_them() {
 async fn two_different_user_ids_are_never_merged_but_recorded_as_a_conflict() {
     let app = spawn_app().await;
     let (_, key) = app.create_key("ingest").await;
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/identify",
         &json!({"userId": "alice", "traits": {"email": "shared@example.com"}}),
     )
     .await;
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/identify",
         &json!({"userId": "bob", "anonymousId": "b-device"}),
     )
     .await;
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/identify",
         &json!({"userId": "bob", "traits": {"email": "shared@example.com"}}),
     )
     .await;
-    assert_eq!(active_subjects(&app).await, 2);
-    assert_eq!(count(&app, "identity_conflicts", "").await, 1);
+    assert_eq!(app.active_subjects().await, 2);
+    assert_eq!(app.count("identity_conflicts", "").await, 1);
 }
 
 #[tokio::test]
@@ -335,16 +308,14 @@ async fn no_direct_identifier_is_stored_in_clear_anywhere() {
     let (_, key) = app.create_key("ingest").await;
     let canary = "canary.7f3a@example.org";
     let phone = "+442079460958";
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/identify",
         &json!({"userId": canary, "anonymousId": "canary-anon",
         "traits": {"email": canary, "phone": phone, "firstName": "Canaryfirst", "plan": "gold"}}),
     )
     .await;
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/track",
         &json!({"userId": canary, "event": "Order Completed",
@@ -387,7 +358,8 @@ async fn no_direct_identifier_is_stored_in_clear_anywhere() {
     assert_eq!(app.scalar_i64(&sql).await, 1);
     // The non-identifying trait is there in clear, for segments to read.
     assert_eq!(
-        count(&app, "traits", "WHERE name = 'plan' AND value = '\"gold\"'").await,
+        app.count("traits", "WHERE name = 'plan' AND value = '\"gold\"'")
+            .await,
         1
     );
 }
@@ -427,7 +399,7 @@ async fn aggregates_follow_the_ecommerce_and_email_events() {
         ),
     ];
     for (route, body) in &events {
-        assert_eq!(send(&app, &key, route, body).await.status(), 200);
+        assert_eq!(app.track(&key, route, body).await.status(), 200);
     }
     assert_eq!(agg_i64(&app, "purchase_count").await, 2);
     assert_eq!(agg_i64(&app, "CAST(lifetime_value AS BIGINT)").await, 100);
@@ -440,8 +412,7 @@ async fn aggregates_follow_the_ecommerce_and_email_events() {
     assert_eq!(agg_i64(&app, "last_email_click_at").await, now);
     assert_eq!(agg_i64(&app, "last_page_view_at").await, now);
     assert_eq!(
-        count(
-            &app,
+        app.count(
             "aggregates",
             "WHERE recently_viewed = '[\"p1\"]' AND cart = '[]'"
         )
@@ -456,7 +427,7 @@ async fn a_cart_left_alone_for_the_quiet_period_is_marked_abandoned() {
     let (_, key) = app.create_key("ingest").await;
     let added =
         json!({"userId": "u", "event": "Product Added", "properties": {"product_id": "p9"}});
-    assert_eq!(send(&app, &key, "/v1/track", &added).await.status(), 200);
+    assert_eq!(app.track(&key, "/v1/track", &added).await.status(), 200);
     let sweep = |app: &TestApp| {
         let state = app.state.clone();
         async move {
@@ -480,11 +451,10 @@ async fn a_cart_left_alone_for_the_quiet_period_is_marked_abandoned() {
         app.state.clock.now().unix_micros()
     );
     let bought = json!({"userId": "u", "event": "Order Completed", "properties": {"total": 9.5}});
-    assert_eq!(send(&app, &key, "/v1/track", &bought).await.status(), 200);
+    assert_eq!(app.track(&key, "/v1/track", &bought).await.status(), 200);
     assert_eq!(agg_i64(&app, "cart_abandoned_at").await, -1);
     assert_eq!(
-        count(
-            &app,
+        app.count(
             "audit_entries",
             "WHERE action = 'aggregates.cart_abandoned'"
         )
@@ -498,17 +468,18 @@ async fn a_merge_adds_up_both_subjects_aggregates() {
     let app = spawn_app().await;
     let (_, key) = app.create_key("ingest").await;
     let order = |who: (&str, &str)| json!({who.0: who.1, "event": "Order Completed", "properties": {"total": 10}});
-    send(&app, &key, "/v1/track", &order(("anonymousId", "tablet"))).await;
-    send(&app, &key, "/v1/track", &order(("userId", "u-5"))).await;
-    assert_eq!(count(&app, "aggregates", "").await, 2);
-    send(
-        &app,
+    app.track(&key, "/v1/track", &order(("anonymousId", "tablet")))
+        .await;
+    app.track(&key, "/v1/track", &order(("userId", "u-5")))
+        .await;
+    assert_eq!(app.count("aggregates", "").await, 2);
+    app.track(
         &key,
         "/v1/alias",
         &json!({"previousId": "tablet", "userId": "u-5"}),
     )
     .await;
-    assert_eq!(count(&app, "aggregates", "").await, 1);
+    assert_eq!(app.count("aggregates", "").await, 1);
     assert_eq!(agg_i64(&app, "purchase_count").await, 2);
 }
 
@@ -517,16 +488,14 @@ async fn a_dpo_finds_a_subject_by_any_identifier_and_the_look_up_is_audited() {
     let app = spawn_app().await;
     let (_, key) = app.create_key("ingest").await;
     let (_, dpo) = app.create_key("dpo").await;
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/identify",
         &json!({"userId": "u-1", "anonymousId": "a-1",
-        "traits": {"email": "Jane@Example.com", "plan": "gold"}}),
+        "traits": {"email": "Jane@Example.com", "plan": "gold", "shoe_size": 38}}),
     )
     .await;
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/track",
         &json!({"userId": "u-1", "event": "Order Completed"}),
@@ -558,7 +527,12 @@ async fn a_dpo_finds_a_subject_by_any_identifier_and_the_look_up_is_audited() {
         assert!(
             traits
                 .iter()
-                .any(|t| t["name"] == "plan" && t["category"] == "unclassified")
+                .any(|t| t["name"] == "plan" && t["category"] == "user.account")
+        );
+        assert!(
+            traits
+                .iter()
+                .any(|t| t["name"] == "shoe_size" && t["category"] == "unclassified")
         );
     }
     ids.dedup();
@@ -579,12 +553,12 @@ async fn a_dpo_finds_a_subject_by_any_identifier_and_the_look_up_is_audited() {
         assert_eq!(resp.status(), 400, "{bad}");
     }
     assert_eq!(
-        count(&app, "audit_entries", "WHERE action = 'subject.lookup'").await,
+        app.count("audit_entries", "WHERE action = 'subject.lookup'")
+            .await,
         5
     );
     assert_eq!(
-        count(
-            &app,
+        app.count(
             "audit_entries",
             "WHERE action = 'subject.lookup' AND subject_ref IS NOT NULL"
         )
@@ -597,30 +571,26 @@ async fn a_dpo_finds_a_subject_by_any_identifier_and_the_look_up_is_audited() {
 async fn an_alias_to_an_unknown_previous_id_keeps_it_as_an_anonymous_id_only() {
     let app = spawn_app().await;
     let (_, key) = app.create_key("ingest").await;
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/alias",
         &json!({"previousId": "fresh-device", "userId": "u-3"}),
     )
     .await;
+    assert_eq!(app.count("identifiers", "WHERE kind = 'user_id'").await, 1);
     assert_eq!(
-        count(&app, "identifiers", "WHERE kind = 'user_id'").await,
-        1
-    );
-    assert_eq!(
-        count(&app, "identifiers", "WHERE kind = 'anonymous_id'").await,
+        app.count("identifiers", "WHERE kind = 'anonymous_id'")
+            .await,
         1
     );
     // The previous id now finds the same person.
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/track",
         &json!({"anonymousId": "fresh-device", "event": "Cart Viewed"}),
     )
     .await;
-    assert_eq!(active_subjects(&app).await, 1);
+    assert_eq!(app.active_subjects().await, 1);
 }
 
 #[tokio::test]
@@ -628,39 +598,35 @@ async fn a_subject_without_a_user_id_never_joins_two_user_ids_by_merging() {
     let app = spawn_app().await;
     let (_, key) = app.create_key("ingest").await;
     // Y holds userId A and a phone; Z holds userId B and a device; X has only an email.
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/identify",
         &json!({"userId": "A", "traits": {"phone": "+44 20 7946 0958"}}),
     )
     .await;
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/identify",
         &json!({"userId": "B", "anonymousId": "dev-b"}),
     )
     .await;
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/identify",
         &json!({"anonymousId": "x-anon", "traits": {"email": "x@example.com"}}),
     )
     .await;
-    assert_eq!(active_subjects(&app).await, 3);
+    assert_eq!(app.active_subjects().await, 3);
     // One message names all three: X absorbs Y (and userId A), but must not absorb B.
-    send(
-        &app,
+    app.track(
         &key,
         "/v1/identify",
         &json!({"anonymousId": "dev-b",
         "traits": {"email": "x@example.com", "phone": "+442079460958"}}),
     )
     .await;
-    assert_eq!(active_subjects(&app).await, 2);
-    assert_eq!(count(&app, "identity_conflicts", "").await, 1);
+    assert_eq!(app.active_subjects().await, 2);
+    assert_eq!(app.count("identity_conflicts", "").await, 1);
     let holders = app
         .scalar_i64("SELECT COUNT(DISTINCT subject_id) FROM identifiers WHERE kind = 'user_id'")
         .await;

@@ -30,11 +30,13 @@ async fn ingest(
     batched: bool,
 ) -> Result<HttpResponse, ApiError> {
     let keyring = state.keyring.get();
+    let policies = state.policies.get();
     let run = Ingest {
         db: &state.db,
         master: &state.master,
         keyring: &keyring,
         audit: &state.audit,
+        policies: &policies,
         source: auth.actor(),
         request_id: auth.request_id.clone(),
         received_at: state.clock.now(),

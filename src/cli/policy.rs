@@ -1,0 +1,71 @@
+//! `consentry policy check [DIR]`: validates a policy set and lists the stored traits it
+//! leaves unclassified.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::Settings;
+use crate::policy::Policies;
+use crate::profiles::reclassify;
+use crate::store::{Db, DbOptions};
+
+pub async fn check(settings: Settings, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let dir = dir.unwrap_or_else(|| settings.policies.clone());
+    let policies = match Policies::load(&dir) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{}", e);
+            }
+            eprintln!(
+                "policy check: {} problem(s) in {}",
+                errors.0.len(),
+                dir.display()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!("ok: {}: {}", dir.display(), policies.summary());
+    match stored_database(&settings).await {
+        None => eprintln!("no database yet: no stored traits to check"),
+        Some(db) => {
+            match reclassify::unclassified(&db, &policies.taxonomy).await {
+                Ok(list) if list.is_empty() => {
+                    println!("every stored trait is classified");
+                }
+                Ok(list) => {
+                    println!(
+                        "{} stored trait name(s) are unclassified; no purpose can read them until {} classifies them:",
+                        list.len(),
+                        dir.join("taxonomy.yaml").display()
+                    );
+                    for u in list {
+                        println!("  {}  ({} subjects)", u.name, u.subjects);
+                    }
+                }
+                Err(e) => eprintln!("cannot read stored traits ({e}); is the database migrated?"),
+            }
+            db.close().await.ok();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The configured database, if it exists already (a check never creates one).
+async fn stored_database(settings: &Settings) -> Option<Db> {
+    let url = settings.database_url();
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let file = path.split('?').next().unwrap_or(path);
+        if !std::path::Path::new(file).exists() {
+            return None;
+        }
+    }
+    Db::connect(
+        &url,
+        &DbOptions {
+            max_connections: 1,
+            sqlite_synchronous: settings.effective_sqlite_sync(),
+        },
+    )
+    .await
+    .ok()
+}
