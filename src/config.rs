@@ -46,6 +46,8 @@ pub struct Settings {
     pub master_key_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub body_limit_bytes: usize,
+    /// The largest file `POST /v1/imports` accepts (it is spooled to the data directory).
+    pub import_max_bytes: u64,
     /// How long a verified API key stays cached; also the bound on revocation delay.
     pub token_cache_ttl_secs: u64,
     pub token_cache_capacity: usize,
@@ -79,6 +81,7 @@ impl Default for Settings {
             master_key_file: None,
             log_format: LogFormat::Text,
             body_limit_bytes: 1024 * 1024,
+            import_max_bytes: 1 << 30,
             token_cache_ttl_secs: 30,
             token_cache_capacity: 10_000,
             access_token_ttl_secs: 900,

@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261203_000001_foundation;
 mod m20261203_000002_profiles;
 mod m20261203_000003_aggregates;
+mod m20261203_000004_suppressions;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_foundation::Migration),
             Box::new(m20261203_000002_profiles::Migration),
             Box::new(m20261203_000003_aggregates::Migration),
+            Box::new(m20261203_000004_suppressions::Migration),
         ]
     }
 }

@@ -13,6 +13,7 @@ use crate::crypto::{KeyKind, MasterKeySource};
 use crate::domain::{Actor, Role, SystemClock};
 use crate::startup::{Application, Core};
 
+mod import;
 mod policy;
 
 #[derive(Parser, Debug)]
@@ -51,6 +52,23 @@ enum Command {
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Import a CSV or NDJSON file from a CRM, POS or loyalty system.
+    Import {
+        /// The file (.csv, .ndjson or .jsonl; or say `format` in the mapping).
+        file: PathBuf,
+        /// The system the file comes from; row keys are unique within it.
+        #[arg(long)]
+        source: String,
+        /// The TOML mapping of columns to identifiers, traits and purchases.
+        #[arg(long, value_name = "MAPPING.toml")]
+        mapping: PathBuf,
+        /// Check every row and report bad ones; write nothing (exit 2 if any is bad).
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON on standard output (bad rows included, up to 10,000).
+        #[arg(long)]
+        json: bool,
+    },
     /// Check policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -185,6 +203,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Keys(cmd) => keys(settings, cmd).await,
         Command::Audit(AuditCommand::Verify) => verify(settings).await,
+        Command::Import {
+            file,
+            source,
+            mapping,
+            dry_run,
+            json,
+        } => {
+            crate::telemetry::init(settings.log_format, "warn");
+            let args = import::ImportArgs {
+                file: &file,
+                source: &source,
+                mapping: &mapping,
+                dry_run,
+                json,
+            };
+            import::run(settings, args).await
+        }
         Command::Policy(PolicyCommand::Check { dir }) => {
             crate::telemetry::init(settings.log_format, "warn");
             policy::check(settings, dir).await
@@ -320,6 +355,7 @@ async fn demo(settings: Settings, profiles: u64, seed: u64) -> anyhow::Result<Ex
         keyring: &keyring,
         audit: &core.audit,
         policies: &policies,
+        scope: crate::profiles::ingest::Scope::Tracking,
         source: Actor {
             key_id: "demo".into(),
             role: Role::Ingest.as_str().into(),

@@ -82,19 +82,25 @@ impl SubjectKey {
     }
 }
 
-fn index_with(key: &[u8], version: i32, kind: &str, normalised: &str) -> String {
+fn index_with(prefix: &str, key: &[u8], version: i32, kind: &str, normalised: &str) -> String {
     let mut data = Vec::with_capacity(kind.len() + 1 + normalised.len());
     data.extend_from_slice(kind.as_bytes());
     data.push(0);
     data.extend_from_slice(normalised.as_bytes());
-    format!("bi{version}.{}", hex::encode(hmac_sha256(key, &data)))
+    format!("{prefix}{version}.{}", hex::encode(hmac_sha256(key, &data)))
 }
 
 impl Keyring {
     /// The blind index of a normalised identifier under the current key version.
     pub fn blind_index(&self, kind: &str, normalised: &str) -> Result<String, KeyringError> {
         let key = self.current(KeyKind::BlindIndex)?;
-        Ok(index_with(key.material(), key.version, kind, normalised))
+        Ok(index_with(
+            "bi",
+            key.material(),
+            key.version,
+            kind,
+            normalised,
+        ))
     }
 
     /// The blind index under every active version, newest first: what to look up while
@@ -104,7 +110,42 @@ impl Keyring {
             .iter()
             .rev()
             .filter(|v| !v.retired)
-            .map(|v| index_with(v.material(), v.version, kind, normalised))
+            .map(|v| index_with("bi", v.material(), v.version, kind, normalised))
+            .collect()
+    }
+
+    /// The stored form of an import row key (which may be an email or a customer number)
+    /// under every active blind-index version, newest first: `rk<version>.<hex>`.
+    pub fn row_keys(&self, source: &str, row_key: &str) -> Vec<String> {
+        let kind = format!("import_row:{source}");
+        self.versions(KeyKind::BlindIndex)
+            .iter()
+            .rev()
+            .filter(|v| !v.retired)
+            .map(|v| index_with("rk", v.material(), v.version, &kind, row_key))
+            .collect()
+    }
+
+    /// The suppression-list hash of a normalised identifier, under the current key of
+    /// its own kind: unlinkable to the blind index, and kept after the subject is gone.
+    pub fn suppression_hash(&self, kind: &str, normalised: &str) -> Result<String, KeyringError> {
+        let key = self.current(KeyKind::Suppression)?;
+        Ok(index_with(
+            "sp",
+            key.material(),
+            key.version,
+            kind,
+            normalised,
+        ))
+    }
+
+    /// The suppression hash under every version, retired ones included: a suppression
+    /// must outlive key rotation.
+    pub fn suppression_hashes(&self, kind: &str, normalised: &str) -> Vec<String> {
+        self.versions(KeyKind::Suppression)
+            .iter()
+            .rev()
+            .map(|v| index_with("sp", v.material(), v.version, kind, normalised))
             .collect()
     }
 }
@@ -130,10 +171,19 @@ mod tests {
 
     #[test]
     fn blind_indexes_depend_on_kind_value_and_key() {
-        let a = index_with(&[1; 32], 1, "email", "jane@example.com");
+        let a = index_with("bi", &[1; 32], 1, "email", "jane@example.com");
         assert!(a.starts_with("bi1."));
-        assert_eq!(a, index_with(&[1; 32], 1, "email", "jane@example.com"));
-        assert_ne!(a, index_with(&[1; 32], 1, "user_id", "jane@example.com"));
-        assert_ne!(a, index_with(&[2; 32], 1, "email", "jane@example.com"));
+        assert_eq!(
+            a,
+            index_with("bi", &[1; 32], 1, "email", "jane@example.com")
+        );
+        assert_ne!(
+            a,
+            index_with("bi", &[1; 32], 1, "user_id", "jane@example.com")
+        );
+        assert_ne!(
+            a,
+            index_with("bi", &[2; 32], 1, "email", "jane@example.com")
+        );
     }
 }

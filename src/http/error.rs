@@ -20,6 +20,8 @@ pub enum ErrorCode {
     InvalidQuery,
     InvalidPath,
     InvalidMessage,
+    InvalidMapping,
+    InvalidFile,
     Unauthorized,
     Forbidden,
     NotFound,
@@ -35,12 +37,14 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidQuery,
         ErrorCode::InvalidPath,
         ErrorCode::InvalidMessage,
+        ErrorCode::InvalidMapping,
+        ErrorCode::InvalidFile,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -71,6 +75,8 @@ impl ErrorCode {
             C::InvalidQuery => (StatusCode::BAD_REQUEST, "invalid_query"),
             C::InvalidPath => (StatusCode::BAD_REQUEST, "invalid_path"),
             C::InvalidMessage => (StatusCode::BAD_REQUEST, "invalid_message"),
+            C::InvalidMapping => (StatusCode::BAD_REQUEST, "invalid_mapping"),
+            C::InvalidFile => (StatusCode::BAD_REQUEST, "invalid_file"),
             C::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             C::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             C::NotFound => (StatusCode::NOT_FOUND, "not_found"),
@@ -256,6 +262,17 @@ impl From<crate::profiles::ingest::IngestError> for ApiError {
             E::Store(s) => s.into(),
             E::Audit(a) => a.into(),
             E::Keyring(k) => k.into(),
+        }
+    }
+}
+
+impl From<crate::profiles::import::ImportError> for ApiError {
+    fn from(e: crate::profiles::import::ImportError) -> Self {
+        use crate::profiles::import::ImportError as E;
+        match e {
+            E::Mapping(m) => ApiError::new(ErrorCode::InvalidMapping, m.to_string()),
+            E::File(_) | E::Io(_) => ApiError::new(ErrorCode::InvalidFile, e.to_string()),
+            E::Ingest(i) => i.into(),
         }
     }
 }

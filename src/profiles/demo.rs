@@ -62,23 +62,10 @@ impl Rng {
 }
 
 fn message(kind: Kind, user: Option<&str>, anon: Option<&str>, at: i64, id: String) -> Message {
-    Message {
-        kind,
-        message_id: id,
-        user_id: user.map(str::to_owned),
-        anonymous_id: anon.map(str::to_owned),
-        previous_id: None,
-        group_id: None,
-        event: None,
-        name: None,
-        category: None,
-        traits: Map::new(),
-        properties: Map::new(),
-        context: Map::new(),
-        integrations: Map::new(),
-        timestamp: Timestamp::from_unix_micros(at),
-        sent_at: None,
-    }
+    let mut m = Message::new(kind, id, Timestamp::from_unix_micros(at));
+    m.user_id = user.map(str::to_owned);
+    m.anonymous_id = anon.map(str::to_owned);
+    m
 }
 
 fn props(v: Value) -> Map<String, Value> {

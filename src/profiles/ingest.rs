@@ -32,13 +32,25 @@ pub enum IngestError {
     Audit(#[from] AuditError),
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IngestReport {
     pub accepted: usize,
     pub duplicates: usize,
     pub subjects_created: usize,
     pub merged: usize,
     pub conflicts: usize,
+    /// The ids of the messages counted in `duplicates`.
+    pub duplicate_ids: Vec<String>,
+}
+
+/// Where messages come from: what a repeated `messageId` is unique within, and how the
+/// request is named in the audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The tracking API: message ids are unique per write key.
+    Tracking,
+    /// An offline import: row keys are unique per named source.
+    Import { source: String },
 }
 
 pub struct Ingest<'a> {
@@ -48,6 +60,7 @@ pub struct Ingest<'a> {
     pub audit: &'a AuditLog,
     pub policies: &'a Policies,
     pub source: Actor,
+    pub scope: Scope,
     pub request_id: Option<String>,
     pub received_at: Timestamp,
 }
@@ -103,8 +116,26 @@ fn external_value<'m>(m: &'m Message, from: &[IdSource]) -> Option<(String, &'m 
     })
 }
 
+/// Where an identifier kind ranks: the subject found by the strongest keeps its id.
+fn rank(policies: &Policies, kind: &str) -> usize {
+    match kind {
+        "user_id" => 0,
+        PREVIOUS_ID => 1,
+        "email" => 2,
+        "phone" => 3,
+        "anonymous_id" => usize::MAX,
+        other => {
+            4 + policies
+                .external_ids
+                .iter()
+                .position(|e| e.kind == other)
+                .unwrap_or(usize::MAX - 5)
+        }
+    }
+}
+
 fn identifiers<'p>(
-    m: &Message,
+    m: &'p Message,
     policies: &'p Policies,
     batched: bool,
     i: usize,
@@ -171,6 +202,15 @@ fn identifiers<'p>(
     if let Some(a) = &m.anonymous_id {
         all.push(("anonymous_id", a.clone()));
     }
+    for (kind, value) in &m.identifiers {
+        all.push((kind.as_str(), value.clone()));
+    }
+    all.sort_by(|a, b| {
+        rank(policies, a.0)
+            .cmp(&rank(policies, b.0))
+            .then_with(|| a.cmp(b))
+    });
+    all.dedup();
     Ok(Ids { all })
 }
 
@@ -200,14 +240,15 @@ impl Ingest<'_> {
         let mut attributes = BTreeSet::new();
         let txn = self.db.begin_write().await?;
         let message_ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
-        let mut already =
-            repo::existing_message_ids(&txn, &self.source.key_id, &message_ids).await?;
+        let scope = self.dedupe_scope();
+        let mut already = repo::existing_message_ids(&txn, &scope, &message_ids).await?;
         let mut resolved: HashMap<&[(&str, String)], String> = HashMap::new();
         let mut keys: HashMap<String, SubjectKey> = HashMap::new();
         let mut pending = Pending::default();
         for (m, ids) in messages.iter().zip(&ids) {
             if !already.insert(m.message_id.clone()) {
                 report.duplicates += 1;
+                report.duplicate_ids.push(m.message_id.clone());
                 continue;
             }
             let subject = match resolved.get(ids.all.as_slice()) {
@@ -238,7 +279,9 @@ impl Ingest<'_> {
             report.accepted += 1;
         }
         self.flush(&txn, &mut pending).await?;
-        let action = if batched {
+        let action = if let Scope::Import { .. } = self.scope {
+            "import.rows".to_owned()
+        } else if batched {
             "ingest.batch".to_owned()
         } else {
             format!(
@@ -257,6 +300,14 @@ impl Ingest<'_> {
         self.audit.append(&txn, entry).await?;
         txn.commit().await.map_err(StoreError::from)?;
         Ok(report)
+    }
+
+    /// What message ids are unique within (stored as the event's source).
+    fn dedupe_scope(&self) -> String {
+        match &self.scope {
+            Scope::Tracking => self.source.key_id.clone(),
+            Scope::Import { source } => format!("import:{source}"),
+        }
     }
 
     async fn flush<C: ConnectionTrait>(
@@ -470,7 +521,7 @@ impl Ingest<'_> {
         pending.events.push(EventRow {
             id: uuid::Uuid::new_v4().simple().to_string(),
             subject_id: subject.to_owned(),
-            source_key_id: self.source.key_id.clone(),
+            source_key_id: self.dedupe_scope(),
             message_id: m.message_id.clone(),
             kind: m.kind.as_str().to_owned(),
             name: m.event.clone().or_else(|| m.name.clone()),

@@ -20,7 +20,7 @@ const MAX_NAME_CHARS: usize = 1024;
 /// How far ahead of the time it was received an event may claim to have happened.
 const MAX_FUTURE_SECS: i64 = 24 * 3600;
 /// 2000-01-01T00:00:00Z: nothing tracked happened before.
-const EARLIEST_US: i64 = 946_684_800_000_000;
+pub(crate) const EARLIEST_US: i64 = 946_684_800_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -84,6 +84,34 @@ pub struct Message {
     /// When it happened, corrected for the client's clock skew.
     pub timestamp: Timestamp,
     pub sent_at: Option<Timestamp>,
+    /// Identifiers given directly as (kind, normalised value), by imports; a tracking
+    /// message carries its identifiers in the fields above and leaves this empty.
+    pub identifiers: Vec<(String, String)>,
+}
+
+impl Message {
+    /// A message with nothing but its kind, id and time, for sources other than the
+    /// tracking API (imports, the synthetic population) to fill in.
+    pub fn new(kind: Kind, message_id: String, timestamp: Timestamp) -> Self {
+        Self {
+            kind,
+            message_id,
+            user_id: None,
+            anonymous_id: None,
+            previous_id: None,
+            group_id: None,
+            event: None,
+            name: None,
+            category: None,
+            traits: Map::new(),
+            properties: Map::new(),
+            context: Map::new(),
+            integrations: Map::new(),
+            timestamp,
+            sent_at: None,
+            identifiers: Vec::new(),
+        }
+    }
 }
 
 /// Why a message was refused: the field (a JSON path, with the batch index) and the reason.
@@ -338,6 +366,7 @@ fn parse_object(
         integrations,
         timestamp,
         sent_at,
+        identifiers: Vec::new(),
     })
 }
 

@@ -6,6 +6,7 @@ pub mod audit;
 mod entity;
 pub mod keyring;
 pub mod profiles;
+pub mod suppressions;
 
 use std::path::Path;
 use std::str::FromStr;

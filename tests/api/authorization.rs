@@ -23,6 +23,7 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     ("get", "/v1/audit/proof/{seq}", Some(&["auditor"])),
     ("get", "/v1/audit/consistency", Some(&["auditor"])),
     ("get", "/v1/subjects", Some(&["dpo"])),
+    ("post", "/v1/imports", Some(&["ingest"])),
     ("post", "/v1/identify", Some(&["ingest"])),
     ("post", "/v1/track", Some(&["ingest"])),
     ("post", "/v1/page", Some(&["ingest"])),

@@ -334,3 +334,79 @@ async fn scalar(db: &consentry::store::Db, sql: &str) -> i64 {
     .try_get_by_index::<i64>(0)
     .unwrap()
 }
+
+#[tokio::test]
+async fn import_checks_with_a_dry_run_then_imports_and_a_rerun_is_idempotent() {
+    let cli = Cli::new().await;
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/imports");
+    let file = examples.join("crm.csv");
+    let mapping = examples.join("crm.toml");
+    let args = |extra: &[&'static str]| {
+        let mut a = vec![
+            "import".to_owned(),
+            file.to_str().unwrap().to_owned(),
+            "--source".into(),
+            "crm".into(),
+            "--mapping".into(),
+            mapping.to_str().unwrap().to_owned(),
+        ];
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    };
+    let run = |extra: &[&'static str]| {
+        let a = args(extra);
+        cli.run(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // The dry run names each bad row on stdout, writes nothing and exits 2.
+    let out = run(&["--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let bad = stdout(&out);
+    assert!(
+        bad.contains("row 4: column `Email`: not a valid email address"),
+        "{bad}"
+    );
+    assert!(
+        bad.contains("row 4: column `Age`: is not a number"),
+        "{bad}"
+    );
+    assert!(
+        stderr(&out).contains("import (dry run): 4 rows read, 3 would be imported"),
+        "{}",
+        stderr(&out)
+    );
+    let db = cli.db().await;
+    assert_eq!(scalar(&db, "SELECT COUNT(*) FROM subjects").await, 0);
+
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("4 rows read, 3 imported, 0 duplicates, 3 subjects created"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (v["imported"].as_u64(), v["duplicates"].as_u64()),
+        (Some(0), Some(3))
+    );
+    assert_eq!(v["errors"].as_array().unwrap().len(), 2);
+    assert_eq!(scalar(&db, "SELECT COUNT(*) FROM subjects").await, 3);
+    db.close().await.unwrap();
+
+    let out = cli.run(&[
+        "import",
+        "nope.csv",
+        "--source",
+        "crm",
+        "--mapping",
+        mapping.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).starts_with("error: cannot open nope.csv"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -216,6 +216,31 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `POST /v1/imports?{query}` with a mapping and a file as multipart parts.
+    pub async fn import(
+        &self,
+        token: &str,
+        query: &str,
+        mapping: &str,
+        file_name: &str,
+        file: &str,
+    ) -> reqwest::Response {
+        let form = reqwest::multipart::Form::new()
+            .text("mapping", mapping.to_owned())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(file.as_bytes().to_vec())
+                    .file_name(file_name.to_owned()),
+            );
+        self.client
+            .post(self.url(&format!("/v1/imports?{query}")))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn count(&self, table: &str, filter: &str) -> i64 {
         self.scalar_i64(&format!("SELECT COUNT(*) FROM {table} {filter}"))
             .await

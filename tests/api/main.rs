@@ -7,5 +7,6 @@ mod errors;
 mod health;
 mod helpers;
 mod identity;
+mod imports;
 mod keys;
 mod tracking;

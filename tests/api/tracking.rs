@@ -323,6 +323,17 @@ async fn no_direct_identifier_is_stored_in_clear_anywhere() {
         "context": {"traits": {"email": canary}, "ip": "203.0.113.9"}}),
     )
     .await;
+    // The same person's CRM row, imported.
+    let r = app
+        .import(
+            &key,
+            "source=crm",
+            "[identifiers]\nemail = \"Email\"\nloyalty_id = \"Card\"\n[traits]\nlast_name = \"Last\"\n",
+            "crm.csv",
+            &format!("Email,Card,Last\n{canary},CANARY-CARD,Canarylast\n"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
     let tables = [
         "subjects",
         "subject_keys",
@@ -334,10 +345,20 @@ async fn no_direct_identifier_is_stored_in_clear_anywhere() {
         "audit_checkpoints",
         "api_keys",
         "keyring_keys",
+        "aggregates",
+        "suppressions",
     ];
     for table in tables {
         let columns = columns_of(&app, table).await;
-        for needle in [canary, phone, "Canaryfirst", "canary-anon", "203.0.113.9"] {
+        for needle in [
+            canary,
+            phone,
+            "Canaryfirst",
+            "Canarylast",
+            "CANARY-CARD",
+            "canary-anon",
+            "203.0.113.9",
+        ] {
             let sql = format!(
                 "SELECT COUNT(*) FROM {table} WHERE {}",
                 contains(&app, &columns, needle)

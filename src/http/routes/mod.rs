@@ -1,4 +1,5 @@
 pub mod audit;
+pub mod imports;
 pub mod keys;
 pub mod oauth;
 pub mod subjects;

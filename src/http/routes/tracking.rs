@@ -37,6 +37,7 @@ async fn ingest(
         keyring: &keyring,
         audit: &state.audit,
         policies: &policies,
+        scope: crate::profiles::ingest::Scope::Tracking,
         source: auth.actor(),
         request_id: auth.request_id.clone(),
         received_at: state.clock.now(),

@@ -11,3 +11,4 @@ pub mod keyring_key;
 pub mod subject;
 pub mod subject_key;
 pub mod subject_trait;
+pub mod suppression;
