@@ -6,7 +6,7 @@
 //!   data key, found by blind index; event properties lose their direct identifiers;
 //! - messages linking two subjects merge them in the same transaction, unless each holds
 //!   a different `userId`: that is recorded as a conflict for review, never merged.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sea_orm::ConnectionTrait;
 use serde_json::Value;
@@ -17,7 +17,7 @@ use crate::crypto::{Keyring, KeyringError, MasterKey, SubjectKey};
 use crate::domain::aggregates::Aggregates;
 use crate::domain::{Actor, Email, Phone, Timestamp};
 use crate::policy::{IdSource, Policies};
-use crate::store::profiles::{self as repo, EventRow, IdentifierRow, TraitRow};
+use crate::store::profiles::{self as repo, EventRow, IdentifierRow, NewSubject, TraitRow};
 use crate::store::{Db, StoreError, aggregates};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +114,15 @@ fn external_value<'m>(m: &'m Message, from: &[IdSource]) -> Option<(String, &'m 
         };
         v.filter(|v| !v.is_null()).map(|v| (name, v))
     })
+}
+
+/// The kinds an identifier is looked up under: a `previousId` may be either.
+fn lookup_kinds(kind: &str) -> Vec<&str> {
+    if kind == PREVIOUS_ID {
+        vec!["user_id", "anonymous_id"]
+    } else {
+        vec![kind]
+    }
 }
 
 /// Where an identifier kind ranks: the subject found by the strongest keeps its id.
@@ -214,14 +223,23 @@ fn identifiers<'p>(
     Ok(Ids { all })
 }
 
-/// What a request has decided but not yet written: events, aggregates and first/last
-/// seen, written together at the end (or before a merge, which reads them).
+/// What a request has decided but not yet written, written together in multi-row
+/// statements at the end (or before a merge, which reads the tables).
 #[derive(Default)]
 struct Pending {
+    subjects: Vec<NewSubject>,
+    /// Subjects created by this request: nothing of theirs is in the database yet.
+    new: HashSet<String>,
+    identifiers: Vec<IdentifierRow>,
+    traits: BTreeMap<(String, String), TraitRow>,
     events: Vec<EventRow>,
     aggregates: BTreeMap<String, Aggregates>,
     seen: BTreeMap<String, (i64, i64)>,
 }
+
+/// What the request knows of identifiers: (kind, blind index) → subject, from one
+/// look-up of every identifier in the request, kept current as it adds and merges.
+type Known = HashMap<(String, String), String>;
 
 impl Ingest<'_> {
     /// Checks every message's identifiers, then stores them all in one transaction.
@@ -242,6 +260,7 @@ impl Ingest<'_> {
         let message_ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
         let scope = self.dedupe_scope();
         let mut already = repo::existing_message_ids(&txn, &scope, &message_ids).await?;
+        let mut known = self.look_up(&txn, &ids).await?;
         let mut resolved: HashMap<&[(&str, String)], String> = HashMap::new();
         let mut keys: HashMap<String, SubjectKey> = HashMap::new();
         let mut pending = Pending::default();
@@ -255,26 +274,24 @@ impl Ingest<'_> {
                 Some(s) => s.clone(),
                 None => {
                     let merged_before = report.merged;
-                    let (subject, key) = self.resolve(&txn, ids, &mut report, &mut pending).await?;
+                    let subject = self
+                        .resolve(&txn, ids, &mut report, &mut pending, &mut known, &mut keys)
+                        .await?;
                     if report.merged > merged_before {
                         // Subjects went away: earlier resolutions may point at them.
                         resolved.clear();
-                        keys.clear();
                     }
-                    keys.insert(subject.clone(), key);
                     resolved.insert(ids.all.as_slice(), subject.clone());
                     subject
                 }
             };
-            let key = match keys.get(&subject) {
+            let key = match keys.remove(&subject) {
                 Some(k) => k,
-                None => {
-                    let k = self.subject_key(&txn, &subject).await?;
-                    keys.entry(subject.clone()).or_insert(k)
-                }
+                None => self.subject_key(&txn, &subject).await?,
             };
-            self.store_message(&txn, m, &subject, key, &mut attributes, &mut pending)
+            self.store_message(&txn, m, &subject, &key, &mut attributes, &mut pending)
                 .await?;
+            keys.insert(subject.clone(), key);
             subjects.insert(subject);
             report.accepted += 1;
         }
@@ -315,44 +332,82 @@ impl Ingest<'_> {
         c: &C,
         pending: &mut Pending,
     ) -> Result<(), IngestError> {
-        repo::insert_events(c, &std::mem::take(&mut pending.events)).await?;
-        let now = self.received_at.unix_micros();
-        for (subject, agg) in std::mem::take(&mut pending.aggregates) {
-            aggregates::save(c, &subject, &agg, now).await?;
+        let mut subjects = std::mem::take(&mut pending.subjects);
+        for s in &mut subjects {
+            if let Some((first, last)) = pending.seen.remove(&s.id) {
+                s.first_seen_at = s.first_seen_at.min(first);
+                s.last_seen_at = s.last_seen_at.max(last);
+            }
         }
+        repo::insert_subjects(c, &subjects).await?;
+        pending.new.clear();
+        repo::insert_identifiers(c, &std::mem::take(&mut pending.identifiers)).await?;
+        let traits: Vec<TraitRow> = std::mem::take(&mut pending.traits).into_values().collect();
+        repo::upsert_traits(c, &traits).await?;
+        repo::insert_events(c, &std::mem::take(&mut pending.events)).await?;
+        let aggregates = std::mem::take(&mut pending.aggregates);
+        let rows: Vec<(&str, &Aggregates)> =
+            aggregates.iter().map(|(s, a)| (s.as_str(), a)).collect();
+        aggregates::save_many(c, &rows, self.received_at.unix_micros()).await?;
         for (subject, (first, last)) in std::mem::take(&mut pending.seen) {
-            repo::seen(c, &subject, first).await?;
-            repo::seen(c, &subject, last).await?;
+            repo::seen(c, &subject, first, last).await?;
         }
         Ok(())
     }
 
+    /// Every subject the request's identifiers already point at, in one query per kind.
+    async fn look_up<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        ids: &[Ids<'_>],
+    ) -> Result<Known, IngestError> {
+        let mut by_kind: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for (kind, value) in ids.iter().flat_map(|i| i.all.iter()) {
+            for k in lookup_kinds(kind) {
+                by_kind
+                    .entry(k)
+                    .or_default()
+                    .extend(self.keyring.blind_indexes(k, value));
+            }
+        }
+        let mut known = Known::new();
+        for (kind, indexes) in by_kind {
+            let indexes: Vec<String> = indexes.into_iter().collect();
+            for (bi, subject) in repo::subjects_for(c, kind, &indexes).await? {
+                known.insert((kind.to_owned(), bi), subject);
+            }
+        }
+        Ok(known)
+    }
+
     /// Finds or creates the one subject these identifiers belong to, merging subjects
-    /// they link unless that would join two different user ids.
+    /// they link unless that would join two different user ids. The subject's data key
+    /// is left in `keys`.
     async fn resolve<C: ConnectionTrait>(
         &self,
         c: &C,
         ids: &Ids<'_>,
         report: &mut IngestReport,
         pending: &mut Pending,
-    ) -> Result<(String, SubjectKey), IngestError> {
+        known: &mut Known,
+        keys: &mut HashMap<String, SubjectKey>,
+    ) -> Result<String, IngestError> {
         let mut found: Vec<String> = Vec::new();
         let mut missing: Vec<(&str, &str)> = Vec::new();
         for (kind, value) in &ids.all {
-            let (lookups, new_kind): (&[&str], &str) = if *kind == PREVIOUS_ID {
-                (&["user_id", "anonymous_id"], "anonymous_id")
+            let hit = lookup_kinds(kind).iter().find_map(|k| {
+                self.keyring
+                    .blind_indexes(k, value)
+                    .into_iter()
+                    .find_map(|bi| known.get(&((*k).to_owned(), bi)).cloned())
+            });
+            let new_kind = if *kind == PREVIOUS_ID {
+                "anonymous_id"
             } else {
-                (std::slice::from_ref(kind), kind)
+                kind
             };
-            let mut hit = None;
-            for k in lookups {
-                hit = repo::subject_for(c, k, &self.keyring.blind_indexes(k, value)).await?;
-                if hit.is_some() {
-                    break;
-                }
-            }
             match hit {
-                Some(row) if !found.contains(&row.subject_id) => found.push(row.subject_id),
+                Some(subject) if !found.contains(&subject) => found.push(subject),
                 Some(_) => {}
                 None => missing.push((new_kind, value)),
             }
@@ -361,51 +416,96 @@ impl Ingest<'_> {
             None => {
                 let id = uuid::Uuid::new_v4().simple().to_string();
                 let (key, wrapped) = SubjectKey::generate(self.master, &id)?;
-                repo::insert_subject(c, &id, wrapped, self.received_at.unix_micros()).await?;
+                let at = self.received_at.unix_micros();
+                pending.subjects.push(NewSubject {
+                    id: id.clone(),
+                    wrapped_key: wrapped,
+                    created_at: at,
+                    first_seen_at: at,
+                    last_seen_at: at,
+                });
+                pending.new.insert(id.clone());
+                keys.insert(id.clone(), key);
                 report.subjects_created += 1;
-                (id, key)
+                id
             }
             Some(first) => {
                 // The strongest identifier (the userId, when known) comes first.
                 let target = first.clone();
-                let key = self.subject_key(c, &target).await?;
-                let mut target_user = self.user_id_index(c, &target).await?;
-                for other in found.iter().filter(|s| **s != target) {
-                    let other_user = self.user_id_index(c, other).await?;
-                    if target_user.is_some() && other_user.is_some() {
-                        let id = uuid::Uuid::new_v4().simple().to_string();
-                        repo::insert_conflict(
-                            c,
-                            &id,
-                            &target,
-                            other,
-                            "two different userIds",
-                            self.received_at.unix_micros(),
-                        )
-                        .await?;
-                        report.conflicts += 1;
-                        continue;
-                    }
+                if found.len() > 1 {
+                    // Merging reads the tables: they must hold everything decided so far.
                     self.flush(c, pending).await?;
-                    self.merge(c, other, &target, &key).await?;
-                    report.merged += 1;
-                    // A userId merged in now counts against the next subject's.
-                    target_user = target_user.or(other_user);
+                    self.link(c, &target, &found[1..], report, known, keys)
+                        .await?;
                 }
-                (target, key)
+                if !keys.contains_key(&target) {
+                    let key = self.subject_key(c, &target).await?;
+                    keys.insert(target.clone(), key);
+                }
+                target
             }
         };
+        let key = keys.get(&target).ok_or(StoreError::Corrupt {
+            table: "subject_keys",
+            reason: "a resolved subject has no data key".into(),
+        })?;
         for (kind, value) in missing {
-            let row = IdentifierRow {
+            let blind_index = self.keyring.blind_index(kind, value)?;
+            known.insert((kind.to_owned(), blind_index.clone()), target.clone());
+            pending.identifiers.push(IdentifierRow {
                 kind: kind.to_owned(),
-                blind_index: self.keyring.blind_index(kind, value)?,
-                subject_id: target.0.clone(),
-                sealed: target.1.seal(kind, value.as_bytes())?,
+                blind_index,
+                subject_id: target.clone(),
+                sealed: key.seal(kind, value.as_bytes())?,
                 created_at: self.received_at.unix_micros(),
-            };
-            repo::insert_identifier(c, &row).await?;
+            });
         }
         Ok(target)
+    }
+
+    /// Merges each of `others` into `target`, unless both hold a userId: that is recorded
+    /// as a conflict.
+    async fn link<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        target: &str,
+        others: &[String],
+        report: &mut IngestReport,
+        known: &mut Known,
+        keys: &mut HashMap<String, SubjectKey>,
+    ) -> Result<(), IngestError> {
+        let key = match keys.remove(target) {
+            Some(k) => k,
+            None => self.subject_key(c, target).await?,
+        };
+        let mut target_user = self.user_id_index(c, target).await?;
+        for other in others {
+            let other_user = self.user_id_index(c, other).await?;
+            if target_user.is_some() && other_user.is_some() {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                repo::insert_conflict(
+                    c,
+                    &id,
+                    target,
+                    other,
+                    "two different userIds",
+                    self.received_at.unix_micros(),
+                )
+                .await?;
+                report.conflicts += 1;
+                continue;
+            }
+            self.merge(c, other, target, &key).await?;
+            report.merged += 1;
+            keys.remove(other);
+            for owner in known.values_mut().filter(|s| *s == other) {
+                *owner = target.to_owned();
+            }
+            // A userId merged in now counts against the next subject's.
+            target_user = target_user.or(other_user);
+        }
+        keys.insert(target.to_owned(), key);
+        Ok(())
     }
 
     async fn subject_key<C: ConnectionTrait>(
@@ -501,9 +601,9 @@ impl Ingest<'_> {
                     (Some(value.to_string()), None)
                 };
                 let category = class.category;
-                repo::upsert_trait(
-                    c,
-                    &TraitRow {
+                pending.traits.insert(
+                    (subject.to_owned(), name.clone()),
+                    TraitRow {
                         subject_id: subject.to_owned(),
                         name: name.clone(),
                         value,
@@ -511,8 +611,7 @@ impl Ingest<'_> {
                         category: category.to_owned(),
                         updated_at: at,
                     },
-                )
-                .await?;
+                );
                 attributes.insert(format!("trait:{name}"));
             }
         }
@@ -532,7 +631,11 @@ impl Ingest<'_> {
         let seen = pending.seen.entry(subject.to_owned()).or_insert((at, at));
         *seen = (seen.0.min(at), seen.1.max(at));
         if !pending.aggregates.contains_key(subject) {
-            let stored = aggregates::load(c, subject).await?.unwrap_or_default();
+            let stored = if pending.new.contains(subject) {
+                Aggregates::default()
+            } else {
+                aggregates::load(c, subject).await?.unwrap_or_default()
+            };
             pending.aggregates.insert(subject.to_owned(), stored);
         }
         if let Some(agg) = pending.aggregates.get_mut(subject) {

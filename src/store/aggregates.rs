@@ -34,14 +34,9 @@ pub async fn load<C: ConnectionTrait>(
     }))
 }
 
-pub async fn save<C: ConnectionTrait>(
-    c: &C,
-    subject_id: &str,
-    a: &Aggregates,
-    now: i64,
-) -> Result<(), StoreError> {
+fn model(subject_id: &str, a: &Aggregates, now: i64) -> aggregate::ActiveModel {
     let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
-    let row = aggregate::ActiveModel {
+    aggregate::ActiveModel {
         subject_id: Set(subject_id.to_owned()),
         last_page_view_at: Set(a.last_page_view_at),
         last_email_open_at: Set(a.last_email_open_at),
@@ -56,30 +51,49 @@ pub async fn save<C: ConnectionTrait>(
         cart_updated_at: Set(a.cart_updated_at),
         cart_abandoned_at: Set(a.cart_abandoned_at),
         updated_at: Set(now),
-    };
+    }
+}
+
+pub async fn save<C: ConnectionTrait>(
+    c: &C,
+    subject_id: &str,
+    a: &Aggregates,
+    now: i64,
+) -> Result<(), StoreError> {
+    save_many(c, &[(subject_id, a)], now).await
+}
+
+/// Inserts or replaces the aggregates of several subjects (each at most once).
+pub async fn save_many<C: ConnectionTrait>(
+    c: &C,
+    rows: &[(&str, &Aggregates)],
+    now: i64,
+) -> Result<(), StoreError> {
     use aggregate::Column as Col;
-    Aggregate::insert(row)
-        .on_conflict(
-            OnConflict::column(Col::SubjectId)
-                .update_columns([
-                    Col::LastPageViewAt,
-                    Col::LastEmailOpenAt,
-                    Col::LastEmailClickAt,
-                    Col::LastPurchaseAt,
-                    Col::LastSearchAt,
-                    Col::PurchaseCount,
-                    Col::LifetimeValue,
-                    Col::AverageOrderValue,
-                    Col::RecentlyViewed,
-                    Col::Cart,
-                    Col::CartUpdatedAt,
-                    Col::CartAbandonedAt,
-                    Col::UpdatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(c)
-        .await?;
+    for chunk in rows.chunks(500) {
+        Aggregate::insert_many(chunk.iter().map(|(s, a)| model(s, a, now)))
+            .on_conflict(
+                OnConflict::column(Col::SubjectId)
+                    .update_columns([
+                        Col::LastPageViewAt,
+                        Col::LastEmailOpenAt,
+                        Col::LastEmailClickAt,
+                        Col::LastPurchaseAt,
+                        Col::LastSearchAt,
+                        Col::PurchaseCount,
+                        Col::LifetimeValue,
+                        Col::AverageOrderValue,
+                        Col::RecentlyViewed,
+                        Col::Cart,
+                        Col::CartUpdatedAt,
+                        Col::CartAbandonedAt,
+                        Col::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(c)
+            .await?;
+    }
     Ok(())
 }
 

@@ -85,29 +85,119 @@ pub async fn identifiers_of<C: ConnectionTrait>(
         .collect())
 }
 
-pub async fn insert_subject<C: ConnectionTrait>(
+/// A subject to create, with its wrapped data key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSubject {
+    pub id: String,
+    pub wrapped_key: Vec<u8>,
+    pub created_at: i64,
+    pub first_seen_at: i64,
+    pub last_seen_at: i64,
+}
+
+/// Rows per multi-row statement: well under both databases' parameter limits.
+const CHUNK: usize = 500;
+
+pub async fn insert_subjects<C: ConnectionTrait>(
     c: &C,
-    id: &str,
-    wrapped_key: Vec<u8>,
-    at: i64,
+    rows: &[NewSubject],
 ) -> Result<(), StoreError> {
-    Subject::insert(subject::ActiveModel {
-        id: Set(id.to_owned()),
-        status: Set("active".into()),
-        merged_into: Set(None),
-        created_at: Set(at),
-        first_seen_at: Set(at),
-        last_seen_at: Set(at),
-    })
-    .exec_without_returning(c)
-    .await?;
-    SubjectKey::insert(subject_key::ActiveModel {
-        subject_id: Set(id.to_owned()),
-        wrapped: Set(wrapped_key),
-        created_at: Set(at),
-    })
-    .exec_without_returning(c)
-    .await?;
+    for chunk in rows.chunks(CHUNK) {
+        Subject::insert_many(chunk.iter().map(|s| subject::ActiveModel {
+            id: Set(s.id.clone()),
+            status: Set("active".into()),
+            merged_into: Set(None),
+            created_at: Set(s.created_at),
+            first_seen_at: Set(s.first_seen_at),
+            last_seen_at: Set(s.last_seen_at),
+        }))
+        .exec_without_returning(c)
+        .await?;
+        SubjectKey::insert_many(chunk.iter().map(|s| subject_key::ActiveModel {
+            subject_id: Set(s.id.clone()),
+            wrapped: Set(s.wrapped_key.clone()),
+            created_at: Set(s.created_at),
+        }))
+        .exec_without_returning(c)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The subjects holding any of `indexes` for `kind`: (blind index, subject id).
+pub async fn subjects_for<C: ConnectionTrait>(
+    c: &C,
+    kind: &str,
+    indexes: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    use sea_orm::QuerySelect;
+    let mut out = Vec::new();
+    for chunk in indexes.chunks(CHUNK) {
+        let rows: Vec<(String, String)> = Identifier::find()
+            .select_only()
+            .column(identifier::Column::BlindIndex)
+            .column(identifier::Column::SubjectId)
+            .filter(identifier::Column::Kind.eq(kind))
+            .filter(identifier::Column::BlindIndex.is_in(chunk.iter().cloned()))
+            .into_tuple()
+            .all(c)
+            .await?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// Inserts identifiers, skipping any (kind, blind index) already taken.
+pub async fn insert_identifiers<C: ConnectionTrait>(
+    c: &C,
+    rows: &[IdentifierRow],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(CHUNK) {
+        Identifier::insert_many(chunk.iter().map(|row| identifier::ActiveModel {
+            kind: Set(row.kind.clone()),
+            blind_index: Set(row.blind_index.clone()),
+            subject_id: Set(row.subject_id.clone()),
+            sealed: Set(row.sealed.clone()),
+            created_at: Set(row.created_at),
+        }))
+        .on_conflict(
+            OnConflict::columns([identifier::Column::Kind, identifier::Column::BlindIndex])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(c)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Inserts or replaces traits; at most one row per (subject, name).
+pub async fn upsert_traits<C: ConnectionTrait>(c: &C, rows: &[TraitRow]) -> Result<(), StoreError> {
+    for chunk in rows.chunks(CHUNK) {
+        Trait::insert_many(chunk.iter().map(|t| subject_trait::ActiveModel {
+            subject_id: Set(t.subject_id.clone()),
+            name: Set(t.name.clone()),
+            value: Set(t.value.clone()),
+            sealed: Set(t.sealed.clone()),
+            category: Set(t.category.clone()),
+            updated_at: Set(t.updated_at),
+        }))
+        .on_conflict(
+            OnConflict::columns([
+                subject_trait::Column::SubjectId,
+                subject_trait::Column::Name,
+            ])
+            .update_columns([
+                subject_trait::Column::Value,
+                subject_trait::Column::Sealed,
+                subject_trait::Column::Category,
+                subject_trait::Column::UpdatedAt,
+            ])
+            .to_owned(),
+        )
+        .exec_without_returning(c)
+        .await?;
+    }
     Ok(())
 }
 
@@ -121,18 +211,23 @@ pub async fn subject_key<C: ConnectionTrait>(
         .map(|m| m.wrapped))
 }
 
-/// Widens the subject's first/last seen to include `at`.
-pub async fn seen<C: ConnectionTrait>(c: &C, subject_id: &str, at: i64) -> Result<(), StoreError> {
+/// Widens the subject's first/last seen to include `first..=last`.
+pub async fn seen<C: ConnectionTrait>(
+    c: &C,
+    subject_id: &str,
+    first: i64,
+    last: i64,
+) -> Result<(), StoreError> {
     Subject::update_many()
         .col_expr(
             subject::Column::FirstSeenAt,
-            Expr::case(subject::Column::FirstSeenAt.gt(at), at)
+            Expr::case(subject::Column::FirstSeenAt.gt(first), first)
                 .finally(Expr::col(subject::Column::FirstSeenAt))
                 .into(),
         )
         .col_expr(
             subject::Column::LastSeenAt,
-            Expr::case(subject::Column::LastSeenAt.lt(at), at)
+            Expr::case(subject::Column::LastSeenAt.lt(last), last)
                 .finally(Expr::col(subject::Column::LastSeenAt))
                 .into(),
         )
@@ -140,28 +235,6 @@ pub async fn seen<C: ConnectionTrait>(c: &C, subject_id: &str, at: i64) -> Resul
         .exec(c)
         .await?;
     Ok(())
-}
-
-/// Inserts an identifier unless that (kind, blind index) is already taken.
-pub async fn insert_identifier<C: ConnectionTrait>(
-    c: &C,
-    row: &IdentifierRow,
-) -> Result<bool, StoreError> {
-    let n = Identifier::insert(identifier::ActiveModel {
-        kind: Set(row.kind.clone()),
-        blind_index: Set(row.blind_index.clone()),
-        subject_id: Set(row.subject_id.clone()),
-        sealed: Set(row.sealed.clone()),
-        created_at: Set(row.created_at),
-    })
-    .on_conflict(
-        OnConflict::columns([identifier::Column::Kind, identifier::Column::BlindIndex])
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(c)
-    .await?;
-    Ok(n == 1)
 }
 
 /// Moves an identifier to another subject with its value sealed under that subject's key.
@@ -256,8 +329,7 @@ pub async fn finish_merge<C: ConnectionTrait>(
         .await?;
     let first: Option<subject::Model> = Subject::find_by_id(from.to_owned()).one(c).await?;
     if let Some(old) = first {
-        seen(c, into, old.first_seen_at).await?;
-        seen(c, into, old.last_seen_at).await?;
+        seen(c, into, old.first_seen_at, old.last_seen_at).await?;
     }
     Subject::update_many()
         .col_expr(subject::Column::Status, Expr::value("merged"))
