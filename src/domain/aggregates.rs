@@ -89,9 +89,13 @@ impl Aggregates {
                 self.purchase_count += 1;
                 self.lifetime_value += order_total(properties);
                 self.last_purchase_at = later(self.last_purchase_at, at_opt);
-                self.cart.clear();
-                self.cart_abandoned_at = None;
-                self.cart_updated_at = later(self.cart_updated_at, at_opt);
+                // An order older than the cart's last change (an imported order history)
+                // says nothing about today's cart.
+                if self.cart_updated_at.is_none_or(|t| t <= at) {
+                    self.cart.clear();
+                    self.cart_abandoned_at = None;
+                    self.cart_updated_at = later(self.cart_updated_at, at_opt);
+                }
             }
             ("track", "Email Opened") => {
                 self.last_email_open_at = later(self.last_email_open_at, at_opt);
@@ -155,6 +159,33 @@ mod tests {
 
     fn props(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn an_older_order_counts_but_leaves_todays_cart_alone() {
+        let mut a = Aggregates::default();
+        a.apply(
+            "track",
+            Some("Product Added"),
+            &props(json!({"product_id": "p1"})),
+            100,
+        );
+        a.apply(
+            "track",
+            Some("Order Completed"),
+            &props(json!({"total": 30})),
+            50,
+        );
+        assert_eq!((a.purchase_count, a.cart.len()), (1, 1));
+        assert_eq!(a.last_purchase_at, Some(50));
+        a.apply(
+            "track",
+            Some("Order Completed"),
+            &props(json!({"total": 10})),
+            150,
+        );
+        assert_eq!((a.purchase_count, a.cart.len()), (2, 0));
+        assert!((a.lifetime_value - 40.0).abs() < 1e-9);
     }
 
     #[test]

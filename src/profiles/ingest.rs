@@ -414,7 +414,9 @@ impl Ingest<'_> {
         }
         let target = match found.first() {
             None => {
-                let id = uuid::Uuid::new_v4().simple().to_string();
+                // Time-ordered ids: a subject's rows (key, traits, aggregates, events)
+                // are appended at the end of their indexes instead of all over them.
+                let id = uuid::Uuid::now_v7().simple().to_string();
                 let (key, wrapped) = SubjectKey::generate(self.master, &id)?;
                 let at = self.received_at.unix_micros();
                 pending.subjects.push(NewSubject {
@@ -618,7 +620,7 @@ impl Ingest<'_> {
         let mut properties = Value::Object(m.properties.clone());
         self.policies.taxonomy.strip_identifiers(&mut properties);
         pending.events.push(EventRow {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id: uuid::Uuid::now_v7().simple().to_string(),
             subject_id: subject.to_owned(),
             source_key_id: self.dedupe_scope(),
             message_id: m.message_id.clone(),

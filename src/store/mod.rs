@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
@@ -105,6 +106,19 @@ impl Db {
                     .foreign_keys(true)
                     .synchronous(sync)
                     .busy_timeout(Duration::from_secs(10))
+                    // 16 MiB of page cache a connection (the default is 2 MiB): identifiers
+                    // and subjects are keyed by random values, so inserts touch pages all
+                    // over their indexes.
+                    .pragma("cache_size", "-16384")
+            });
+        }
+        if url.starts_with("postgres") {
+            // Plan every execution for its parameters. With PostgreSQL's default, a
+            // prepared statement switches to a generic plan after five runs; planned while
+            // a table was still small, that plan can be a sequential scan that stays
+            // cached as the table grows (measured: a 500-value identifier look-up at 1.7 s).
+            opts.map_sqlx_postgres_opts(|o: PgConnectOptions| {
+                o.options([("plan_cache_mode", "force_custom_plan")])
             });
         }
         let conn = Database::connect(opts).await?;
