@@ -259,6 +259,7 @@ impl From<crate::profiles::ingest::IngestError> for ApiError {
         use crate::profiles::ingest::IngestError as E;
         match e {
             E::Invalid(m) => ApiError::new(ErrorCode::InvalidMessage, m.to_string()),
+            E::Contended => ApiError::opaque(ErrorCode::DatabaseUnavailable, &e),
             E::Store(s) => s.into(),
             E::Audit(a) => a.into(),
             E::Keyring(k) => k.into(),

@@ -30,6 +30,10 @@ pub enum IngestError {
     Keyring(#[from] KeyringError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// A concurrent request stored one of this request's new identifiers first; the
+    /// request was rolled back (and is retried by [`Ingest::run`]).
+    #[error("a concurrent request stored the same new identifier")]
+    Contended,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -248,6 +252,23 @@ impl Ingest<'_> {
         messages: &[Message],
         batched: bool,
     ) -> Result<IngestReport, IngestError> {
+        // Two requests naming the same new person at once (PostgreSQL: writers do not
+        // queue as on SQLite): the later one rolls back and starts again, now finding
+        // the subject the first one created.
+        let mut attempts = 0;
+        loop {
+            match self.run_once(messages, batched).await {
+                Err(IngestError::Contended) if attempts < 4 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn run_once(
+        &self,
+        messages: &[Message],
+        batched: bool,
+    ) -> Result<IngestReport, IngestError> {
         let ids: Vec<Ids> = messages
             .iter()
             .enumerate()
@@ -341,7 +362,10 @@ impl Ingest<'_> {
         }
         repo::insert_subjects(c, &subjects).await?;
         pending.new.clear();
-        repo::insert_identifiers(c, &std::mem::take(&mut pending.identifiers)).await?;
+        let identifiers = std::mem::take(&mut pending.identifiers);
+        if repo::insert_identifiers(c, &identifiers).await? < identifiers.len() as u64 {
+            return Err(IngestError::Contended);
+        }
         let traits: Vec<TraitRow> = std::mem::take(&mut pending.traits).into_values().collect();
         repo::upsert_traits(c, &traits).await?;
         repo::insert_events(c, &std::mem::take(&mut pending.events)).await?;

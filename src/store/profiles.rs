@@ -147,13 +147,15 @@ pub async fn subjects_for<C: ConnectionTrait>(
     Ok(out)
 }
 
-/// Inserts identifiers, skipping any (kind, blind index) already taken.
+/// Inserts identifiers, skipping any (kind, blind index) already taken. Returns how many
+/// were inserted.
 pub async fn insert_identifiers<C: ConnectionTrait>(
     c: &C,
     rows: &[IdentifierRow],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
+    let mut inserted = 0;
     for chunk in rows.chunks(CHUNK) {
-        Identifier::insert_many(chunk.iter().map(|row| identifier::ActiveModel {
+        inserted += Identifier::insert_many(chunk.iter().map(|row| identifier::ActiveModel {
             kind: Set(row.kind.clone()),
             blind_index: Set(row.blind_index.clone()),
             subject_id: Set(row.subject_id.clone()),
@@ -168,7 +170,7 @@ pub async fn insert_identifiers<C: ConnectionTrait>(
         .exec_without_returning(c)
         .await?;
     }
-    Ok(())
+    Ok(inserted)
 }
 
 /// Inserts or replaces traits; at most one row per (subject, name).

@@ -117,3 +117,25 @@ async fn a_malformed_external_id_rejects_the_message_and_unknown_kinds_are_refus
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn the_same_new_person_sent_by_concurrent_requests_is_one_subject() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let sends = (0..40).map(|i| {
+        let body =
+            json!({"anonymousId": format!("tab-{i}"), "traits": {"email": "new@example.com"}});
+        let (app, key) = (&app, &key);
+        async move { app.track(key, "/v1/identify", &body).await.status() }
+    });
+    let statuses = futures_util::future::join_all(sends).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(app.active_subjects().await, 1);
+    assert_eq!(app.count("identifiers", "WHERE kind = 'email'").await, 1);
+    assert_eq!(
+        app.count("identifiers", "WHERE kind = 'anonymous_id'")
+            .await,
+        40
+    );
+    assert_eq!(app.count("events", "").await, 40);
+}

@@ -28,6 +28,9 @@ def main():
     data = tempfile.mkdtemp(prefix="consentry-client-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTRY_")}
     env["CONSENTRY_DATA_DIR"] = data
+    env["CONSENTRY_POLICIES"] = os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "policies"
+    )
     port = free_port()
     server = subprocess.Popen(
         [binary, "serve", "--listen", f"127.0.0.1:{port}"],
