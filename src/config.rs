@@ -46,6 +46,8 @@ pub struct Settings {
     pub master_key_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub body_limit_bytes: usize,
+    /// The controller named in the record of processing activities.
+    pub controller_name: String,
     /// The largest file `POST /v1/imports` accepts (it is spooled to the data directory).
     pub import_max_bytes: u64,
     /// How long a verified API key stays cached; also the bound on revocation delay.
@@ -82,6 +84,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             body_limit_bytes: 1024 * 1024,
             import_max_bytes: 1 << 30,
+            controller_name: String::new(),
             token_cache_ttl_secs: 30,
             token_cache_capacity: 10_000,
             access_token_ttl_secs: 900,

@@ -232,7 +232,7 @@ impl Application {
     }
 }
 
-/// Periodic work: a checkpoint when entries are waiting, keyring reloads (rotations made
+/// Periodic work: policy reload on SIGHUP, a checkpoint when entries are waiting, keyring reloads (rotations made
 /// by other nodes or the CLI), the cart-abandonment sweep, metric upkeep.
 async fn maintain(state: web::Data<AppState>) {
     let every = Duration::from_secs(state.settings.checkpoint_interval_secs.max(1));
@@ -242,8 +242,33 @@ async fn maintain(state: web::Data<AppState>) {
     let mut keyring_tick = tokio::time::interval_at(start + minute, minute);
     let mut upkeep_tick = tokio::time::interval(Duration::from_secs(5));
     let mut cart_tick = tokio::time::interval_at(start + minute, minute);
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload policies with POST /v1/policies/reload");
+            None
+        }
+    };
     loop {
         tokio::select! {
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let run = crate::policy::reload::Reload {
+                    db: &state.db,
+                    master: &state.master,
+                    audit: &state.audit,
+                    shared: &state.policies,
+                    actor: crate::domain::Actor::system(),
+                    request_id: None,
+                };
+                if let Err(e) = run.run().await {
+                    tracing::error!(error = %e, "SIGHUP: the policies were not reloaded; the old set stays in force");
+                }
+            }
             _ = checkpoint_tick.tick() => {
                 if let Err(e) = state.audit.checkpoint_if_behind(&state.db).await {
                     tracing::warn!(error = %e, "periodic checkpoint failed");

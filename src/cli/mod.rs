@@ -69,6 +69,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the record of processing activities (GDPR Art. 30) from the policies.
+    Ropa {
+        /// markdown or json.
+        #[arg(long, default_value = "markdown")]
+        format: String,
+    },
     /// Check policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -219,6 +225,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 json,
             };
             import::run(settings, args).await
+        }
+        Command::Ropa { format } => {
+            crate::telemetry::init(settings.log_format, "warn");
+            policy::ropa(settings, &format)
         }
         Command::Policy(PolicyCommand::Check { dir }) => {
             crate::telemetry::init(settings.log_format, "warn");

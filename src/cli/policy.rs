@@ -69,3 +69,19 @@ async fn stored_database(settings: &Settings) -> Option<Db> {
     .await
     .ok()
 }
+
+/// `consentry ropa`: the record of processing activities from the configured policies.
+pub fn ropa(settings: Settings, format: &str) -> anyhow::Result<ExitCode> {
+    let policies = Policies::load(&settings.policies).map_err(|e| {
+        let problems: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("the policies are invalid: {}", problems.join("; "))
+    })?;
+    let now = crate::domain::Clock::now(&crate::domain::SystemClock).to_rfc3339();
+    let record = crate::policy::ropa::Ropa::generate(&policies, &settings.controller_name, now);
+    match format {
+        "markdown" => print!("{}", record.to_markdown()),
+        "json" => println!("{}", serde_json::to_string_pretty(&record)?),
+        other => anyhow::bail!("--format: use markdown or json, not `{other}`"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

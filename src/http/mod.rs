@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
 pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_header};
 
 use error::{ApiError, ErrorCode};
-use routes::{audit, imports, keys, oauth, subjects, system, tracking};
+use routes::{audit, imports, keys, oauth, policies, subjects, system, tracking};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,7 @@ use routes::{audit, imports, keys, oauth, subjects, system, tracking};
         tracking::group, tracking::alias, tracking::batch,
         subjects::find,
         imports::create,
+        policies::ropa, policies::reload,
     ),
     modifiers(&Security),
     tags(
@@ -35,6 +36,7 @@ use routes::{audit, imports, keys, oauth, subjects, system, tracking};
         (name = "keys", description = "API keys and the keyring (admin)"),
         (name = "audit", description = "The tamper-evident access log (auditor)"),
         (name = "subjects", description = "Finding subjects (dpo)"),
+        (name = "policies", description = "The record of processing activities (dpo, auditor) and policy reloads (admin)"),
         (name = "imports", description = "Offline CRM, POS and loyalty files (ingest)"),
         (name = "tracking", description = "Segment-compatible tracking API (ingest write key as the HTTP Basic user name)"),
     )
@@ -96,6 +98,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(resource("/v1/audit/consistency").route(web::get().to(audit::consistency)))
     .service(resource("/v1/subjects").route(web::get().to(subjects::find)))
     .service(resource("/v1/imports").route(web::post().to(imports::create)))
+    .service(resource("/v1/ropa").route(web::get().to(policies::ropa)))
+    .service(resource("/v1/policies/reload").route(web::post().to(policies::reload)))
     .service(resource("/v1/identify").route(web::post().to(tracking::identify)))
     .service(resource("/v1/track").route(web::post().to(tracking::track)))
     .service(resource("/v1/page").route(web::post().to(tracking::page)))

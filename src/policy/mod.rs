@@ -8,6 +8,9 @@
 //! This issue loads the taxonomy and the external identifiers; purposes (issue 4) build on
 //! the same loader.
 mod identifiers;
+mod purposes;
+pub mod reload;
+pub mod ropa;
 mod source;
 mod taxonomy;
 
@@ -15,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 pub use identifiers::{BUILT_IN_IDENTIFIERS, ExternalId, IdSource};
+pub use purposes::{ConsentPurpose, LegalBasis, Purpose, PurposeSet, RecipientKind};
 pub use source::{PolicyError, PolicyErrors};
 pub use taxonomy::{Category, Classification, Taxonomy, UNCLASSIFIED};
 
@@ -24,6 +28,7 @@ pub struct Policies {
     pub dir: PathBuf,
     pub taxonomy: Taxonomy,
     pub external_ids: Vec<ExternalId>,
+    pub purposes: PurposeSet,
 }
 
 impl Policies {
@@ -39,11 +44,19 @@ impl Policies {
             (Some(t), Some(f)) => identifiers::compile(&f, t, &mut errors),
             _ => None,
         };
-        match (taxonomy, external_ids) {
-            (Some(taxonomy), Some(external_ids)) if errors.is_empty() => Ok(Self {
+        let purposes = match (
+            &taxonomy,
+            source::File::read(dir, "purposes.yaml", &mut errors),
+        ) {
+            (Some(t), Some(f)) => purposes::compile(&f, t, &mut errors),
+            _ => None,
+        };
+        match (taxonomy, external_ids, purposes) {
+            (Some(taxonomy), Some(external_ids), Some(purposes)) if errors.is_empty() => Ok(Self {
                 dir: dir.to_path_buf(),
                 taxonomy,
                 external_ids,
+                purposes,
             }),
             _ => Err(errors),
         }
@@ -52,6 +65,10 @@ impl Policies {
     /// Whether `kind` names an identifier (built in or external).
     pub fn is_identifier_kind(&self, kind: &str) -> bool {
         BUILT_IN_IDENTIFIERS.contains(&kind) || self.external_id(kind).is_some()
+    }
+
+    pub fn purpose(&self, name: &str) -> Option<&Purpose> {
+        self.purposes.purposes.iter().find(|p| p.name == name)
     }
 
     pub fn external_id(&self, kind: &str) -> Option<&ExternalId> {
@@ -70,8 +87,9 @@ impl Policies {
     /// A one-paragraph description of the set, for `policy check` and the start log.
     pub fn summary(&self) -> String {
         let sealed = self.taxonomy.categories().filter(|(_, c)| c.sealed).count();
+        let p = &self.purposes;
         format!(
-            "{} categories ({} sealed), {} classified attribute names, {} external identifiers ({})",
+            "{} categories ({} sealed), {} classified attribute names, {} external identifiers ({}), {} purposes ({}), {} consents, {} recipient kinds",
             self.taxonomy.categories().count(),
             sealed,
             self.taxonomy.attribute_count(),
@@ -80,7 +98,15 @@ impl Policies {
                 .iter()
                 .map(|e| e.kind.as_str())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            p.purposes.len(),
+            p.purposes
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            p.consents.len(),
+            p.recipients.len()
         )
     }
 }
@@ -133,6 +159,46 @@ mod tests {
         assert!(p.is_identifier_kind("loyalty_id"));
         assert!(p.is_identifier_kind("email"));
         assert!(!p.is_identifier_kind("plan"));
+        let email = p.purpose("marketing.communications.email").unwrap();
+        assert_eq!(email.legal_basis, LegalBasis::Consent);
+        assert!(email.may_read("user.contact.email"));
+        assert!(!email.may_read("user.contact.phone_number"));
+        assert!(p.purpose("marketing.advertising").unwrap().sale_or_share);
+        assert!(
+            p.purposes
+                .consents
+                .iter()
+                .any(|c| c.name == "email_marketing" && c.double_opt_in)
+        );
+    }
+
+    #[test]
+    fn purposes_are_checked_against_the_taxonomy_consents_and_recipients() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        for f in ["taxonomy.yaml", "identifiers.yaml"] {
+            std::fs::copy(shipped.join(f), dir.path().join(f)).unwrap();
+        }
+        write(
+            dir.path(),
+            "purposes.yaml",
+            "consents:\n  news:\n    description: x\n  unused:\n    description: y\nsegment_categories:\n  Marketing: newz\nrecipients:\n  esp: {}\n  nobody: {}\npurposes:\n  mail:\n    legal_basis: consent\n    consent: news\n    reads: [user.contact.email, unclassified, user.shoe]\n    retention: forever\n    recipients: [esp, printer]\n  stats:\n    legal_basis: legitimate_interest\n    consent: news\n    reads: [user.behavior]\n    retention: 30d\n  ads:\n    legal_basis: consent\n    reads: [user]\n    retention: 1y\n    minimum_age: 99\n",
+        );
+        let errors = Policies::load(dir.path()).unwrap_err().to_string();
+        for expected in [
+            "purposes.yaml:7: segment category `Marketing`: undefined consent `newz`",
+            "purposes.yaml:12: purpose `mail`: may not read `unclassified`",
+            "purposes.yaml:12: purpose `mail`: unknown category `user.shoe`",
+            "purposes.yaml:12: purpose `mail`: retention `forever` is not like",
+            "purposes.yaml:12: purpose `mail`: undefined recipient `printer`",
+            "purposes.yaml:18: purpose `stats`: `consent` is only for legal_basis consent",
+            "purposes.yaml:23: purpose `ads`: a consent-based purpose must name its `consent`",
+            "purposes.yaml:23: purpose `ads`: minimum_age must be 13 to 21",
+            "purposes.yaml:10: recipient `nobody`: unreachable",
+            "purposes.yaml:4: consent `unused`: no purpose uses it",
+        ] {
+            assert!(errors.contains(expected), "{expected}\n---\n{errors}");
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     ("get", "/v1/audit/consistency", Some(&["auditor"])),
     ("get", "/v1/subjects", Some(&["dpo"])),
     ("post", "/v1/imports", Some(&["ingest"])),
+    ("get", "/v1/ropa", Some(&["dpo", "auditor"])),
+    ("post", "/v1/policies/reload", Some(&["admin"])),
     ("post", "/v1/identify", Some(&["ingest"])),
     ("post", "/v1/track", Some(&["ingest"])),
     ("post", "/v1/page", Some(&["ingest"])),

@@ -266,11 +266,9 @@ async fn policy_check_reports_file_and_line_and_lists_unclassified_traits() {
     );
     assert_ne!(taxonomy, without_first);
     std::fs::write(custom.join("taxonomy.yaml"), &without_first).unwrap();
-    std::fs::copy(
-        shipped.join("identifiers.yaml"),
-        custom.join("identifiers.yaml"),
-    )
-    .unwrap();
+    for f in ["identifiers.yaml", "purposes.yaml"] {
+        std::fs::copy(shipped.join(f), custom.join(f)).unwrap();
+    }
     let custom_arg = custom.to_str().unwrap();
     let out = cli.run(&["--policies", custom_arg, "demo", "--profiles", "20"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -298,6 +296,24 @@ async fn policy_check_reports_file_and_line_and_lists_unclassified_traits() {
     let out = cli.run(&["policy", "check"]);
     assert!(
         stdout(&out).contains("every stored trait is classified"),
+        "{}",
+        stdout(&out)
+    );
+
+    // The record of processing, from the same files.
+    let out = cli.run(&["ropa", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ropa: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(
+        ropa["activities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["purpose"] == "essential.service" && a["legal_basis"] == "contract")
+    );
+    let out = cli.run(&["ropa"]);
+    assert!(
+        stdout(&out).starts_with("# Record of processing activities"),
         "{}",
         stdout(&out)
     );

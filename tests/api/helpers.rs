@@ -46,6 +46,8 @@ pub struct Options {
     pub token_cache_ttl_secs: u64,
     pub auth_failures_per_minute: u32,
     pub body_limit_bytes: usize,
+    /// The policies directory; the shipped set when `None`.
+    pub policies: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             token_cache_ttl_secs: 30,
             auth_failures_per_minute: 100_000,
             body_limit_bytes: 1024 * 1024,
+            policies: None,
         }
     }
 }
@@ -103,7 +106,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         token_cache_ttl_secs: opts.token_cache_ttl_secs,
         auth_failures_per_minute: opts.auth_failures_per_minute,
         body_limit_bytes: opts.body_limit_bytes,
-        policies: shipped_policies(),
+        policies: opts.policies.unwrap_or_else(shipped_policies),
         ..Settings::default()
     };
     let clock = Arc::new(TestClock(AtomicI64::new(

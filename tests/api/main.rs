@@ -9,4 +9,5 @@ mod helpers;
 mod identity;
 mod imports;
 mod keys;
+mod policies;
 mod tracking;
