@@ -109,6 +109,20 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Brings stored traits in line with the taxonomy in force; returns how many changed.
+    pub async fn reclassify(&self) -> anyhow::Result<u64> {
+        let policies = self.policies.get();
+        Ok(crate::profiles::reclassify::reclassify(
+            &self.db,
+            &self.master,
+            &policies.taxonomy,
+            &self.audit,
+        )
+        .await?)
+    }
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -142,21 +156,14 @@ impl Application {
         )
         .await?;
         // Traits stored before the taxonomy in force classified them.
-        let policies = core.policies.get();
-        let n = crate::profiles::reclassify::reclassify(
-            &core.db,
-            &core.master,
-            &policies.taxonomy,
-            &core.audit,
-        )
-        .await?;
+        let n = core.reclassify().await?;
         if n > 0 {
             tracing::info!(
                 traits = n,
                 "stored traits reclassified by the taxonomy in force"
             );
         }
-        tracing::info!(summary = %policies.summary(), "policies loaded");
+        tracing::info!(summary = %core.policies.get().summary(), "policies loaded");
         // Sign what the log holds now (entries written by the CLI or before a restart), so a
         // checkpoint exists from the first request on.
         core.audit.checkpoint_if_behind(&core.db).await?;

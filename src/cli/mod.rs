@@ -193,14 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::telemetry::init(settings.log_format, "warn");
             let core = Core::open(settings, Arc::new(SystemClock)).await?;
             eprintln!("migrations are current");
-            let policies = core.policies.get();
-            let n = crate::profiles::reclassify::reclassify(
-                &core.db,
-                &core.master,
-                &policies.taxonomy,
-                &core.audit,
-            )
-            .await?;
+            let n = core.reclassify().await?;
             if n > 0 {
                 eprintln!("{n} stored trait value(s) reclassified by the taxonomy in force");
             }

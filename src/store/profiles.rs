@@ -258,30 +258,7 @@ pub async fn move_identifier<C: ConnectionTrait>(
 }
 
 pub async fn upsert_trait<C: ConnectionTrait>(c: &C, t: &TraitRow) -> Result<(), StoreError> {
-    Trait::insert(subject_trait::ActiveModel {
-        subject_id: Set(t.subject_id.clone()),
-        name: Set(t.name.clone()),
-        value: Set(t.value.clone()),
-        sealed: Set(t.sealed.clone()),
-        category: Set(t.category.clone()),
-        updated_at: Set(t.updated_at),
-    })
-    .on_conflict(
-        OnConflict::columns([
-            subject_trait::Column::SubjectId,
-            subject_trait::Column::Name,
-        ])
-        .update_columns([
-            subject_trait::Column::Value,
-            subject_trait::Column::Sealed,
-            subject_trait::Column::Category,
-            subject_trait::Column::UpdatedAt,
-        ])
-        .to_owned(),
-    )
-    .exec_without_returning(c)
-    .await?;
-    Ok(())
+    upsert_traits(c, std::slice::from_ref(t)).await
 }
 
 pub async fn traits_of<C: ConnectionTrait>(
