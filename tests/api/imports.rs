@@ -296,7 +296,7 @@ async fn a_bad_form_mapping_or_file_is_refused_whole_with_its_code() {
         ),
         (
             "source=crm",
-            "[identifiers]\nemail = \"Mail\"\n",
+            "row_key = \"Mail\"\n[identifiers]\nemail = \"Mail\"\n",
             "a.csv",
             CRM,
             "invalid_file",
@@ -304,7 +304,7 @@ async fn a_bad_form_mapping_or_file_is_refused_whole_with_its_code() {
         ),
         (
             "source=crm",
-            "[identifiers]\nemail = \"Email\"\n",
+            "row_key = \"Email\"\n[identifiers]\nemail = \"Email\"\n",
             "a.txt",
             CRM,
             "invalid_mapping",
@@ -317,6 +317,14 @@ async fn a_bad_form_mapping_or_file_is_refused_whole_with_its_code() {
             CRM,
             "invalid_mapping",
             "source",
+        ),
+        (
+            "source=crm",
+            "[identifiers]\nemail = \"Email\"\n",
+            "a.csv",
+            CRM,
+            "invalid_mapping",
+            "row_key",
         ),
         ("", CRM_MAPPING, "a.csv", CRM, "invalid_query", "source"),
         (

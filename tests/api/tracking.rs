@@ -328,7 +328,7 @@ async fn no_direct_identifier_is_stored_in_clear_anywhere() {
         .import(
             &key,
             "source=crm",
-            "[identifiers]\nemail = \"Email\"\nloyalty_id = \"Card\"\n[traits]\nlast_name = \"Last\"\n",
+            "row_key = \"Card\"\n[identifiers]\nemail = \"Email\"\nloyalty_id = \"Card\"\n[traits]\nlast_name = \"Last\"\n",
             "crm.csv",
             &format!("Email,Card,Last\n{canary},CANARY-CARD,Canarylast\n"),
         )

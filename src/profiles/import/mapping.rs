@@ -17,7 +17,7 @@ impl Format {
     /// The format a file name implies (`.csv`, `.ndjson`, `.jsonl`), if any.
     pub fn from_file_name(name: &str) -> Option<Self> {
         let lower = name.to_ascii_lowercase();
-        if lower.ends_with(".csv") || lower.ends_with(".tsv") {
+        if lower.ends_with(".csv") {
             Some(Self::Csv)
         } else if lower.ends_with(".ndjson") || lower.ends_with(".jsonl") {
             Some(Self::Ndjson)
@@ -91,7 +91,7 @@ pub struct Purchase {
 pub struct Mapping {
     pub format: Option<Format>,
     pub delimiter: u8,
-    /// The column whose value is unique per row within the source.
+    /// The column whose value is unique per row within the source (default: the order id).
     pub row_key: String,
     pub default_region: Option<String>,
     pub updated_at: Option<String>,
@@ -198,11 +198,14 @@ impl Mapping {
                 })
             }
         };
-        let row_key = match (&raw.row_key, &purchase, identifiers.first()) {
-            (Some(k), _, _) => column("row_key", k)?,
-            (None, Some(p), _) => p.order_id.clone(),
-            (None, None, Some((_, col))) => col.clone(),
-            (None, None, None) => return Err(bad("row_key: name the column unique per row")),
+        let row_key = match (&raw.row_key, &purchase) {
+            (Some(k), _) => column("row_key", k)?,
+            (None, Some(p)) => p.order_id.clone(),
+            (None, None) => {
+                return Err(bad(
+                    "row_key: name the column that is unique per row in this source (e.g. the customer number)",
+                ));
+            }
         };
         Ok(Self {
             format: raw.format,
