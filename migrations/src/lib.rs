@@ -5,6 +5,7 @@ mod m20261203_000001_foundation;
 mod m20261203_000002_profiles;
 mod m20261203_000003_aggregates;
 mod m20261203_000004_suppressions;
+mod m20261203_000005_consents;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000002_profiles::Migration),
             Box::new(m20261203_000003_aggregates::Migration),
             Box::new(m20261203_000004_suppressions::Migration),
+            Box::new(m20261203_000005_consents::Migration),
         ]
     }
 }

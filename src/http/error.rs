@@ -278,6 +278,20 @@ impl From<crate::profiles::import::ImportError> for ApiError {
     }
 }
 
+impl From<crate::consent::ConsentError> for ApiError {
+    fn from(e: crate::consent::ConsentError) -> Self {
+        use crate::consent::ConsentError as E;
+        match e {
+            E::Invalid(m) => ApiError::new(ErrorCode::BadRequest, m),
+            E::Refused(m) => ApiError::new(ErrorCode::ValidationFailed, m),
+            E::NoSubject => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::Store(s) => s.into(),
+            E::Audit(a) => a.into(),
+            E::Ingest(i) => i.into(),
+        }
+    }
+}
+
 impl From<crate::profiles::lookup::LookupError> for ApiError {
     fn from(e: crate::profiles::lookup::LookupError) -> Self {
         use crate::profiles::lookup::LookupError as E;

@@ -169,6 +169,11 @@ permission!(DpoOnly, "Data-subject requests and look-ups.", [Dpo]);
 permission!(IngestOnly, "The tracking API's write keys.", [Ingest]);
 permission!(AuditorOnly, "Reading and proving the audit log.", [Auditor]);
 permission!(
+    IngestOrDpo,
+    "Recording consent (sites, forms and DPOs).",
+    [Ingest, Dpo]
+);
+permission!(
     DpoOrAuditor,
     "The record of processing activities.",
     [Dpo, Auditor]

@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
 pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_header};
 
 use error::{ApiError, ErrorCode};
-use routes::{audit, imports, keys, oauth, policies, subjects, system, tracking};
+use routes::{audit, consents, imports, keys, oauth, policies, subjects, system, tracking};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,7 @@ use routes::{audit, imports, keys, oauth, policies, subjects, system, tracking};
         subjects::find,
         imports::create,
         policies::ropa, policies::reload,
+        consents::record, consents::history,
     ),
     modifiers(&Security),
     tags(
@@ -37,6 +38,7 @@ use routes::{audit, imports, keys, oauth, policies, subjects, system, tracking};
         (name = "audit", description = "The tamper-evident access log (auditor)"),
         (name = "subjects", description = "Finding subjects (dpo)"),
         (name = "policies", description = "The record of processing activities (dpo, auditor) and policy reloads (admin)"),
+        (name = "consents", description = "The consent ledger (ingest, dpo)"),
         (name = "imports", description = "Offline CRM, POS and loyalty files (ingest)"),
         (name = "tracking", description = "Segment-compatible tracking API (ingest write key as the HTTP Basic user name)"),
     )
@@ -98,6 +100,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(resource("/v1/audit/consistency").route(web::get().to(audit::consistency)))
     .service(resource("/v1/subjects").route(web::get().to(subjects::find)))
     .service(resource("/v1/imports").route(web::post().to(imports::create)))
+    .service(resource("/v1/consents").route(web::post().to(consents::record)))
+    .service(resource("/v1/subjects/{subject_id}/consents").route(web::get().to(consents::history)))
     .service(resource("/v1/ropa").route(web::get().to(policies::ropa)))
     .service(resource("/v1/policies/reload").route(web::post().to(policies::reload)))
     .service(resource("/v1/identify").route(web::post().to(tracking::identify)))

@@ -596,6 +596,7 @@ impl Ingest<'_> {
             aggregates::save(c, into, &ours, self.received_at.unix_micros()).await?;
             aggregates::delete(c, from).await?;
         }
+        crate::store::consents::repoint(c, from, into).await?;
         repo::finish_merge(c, from, into).await?;
         let entry = NewEntry {
             subject_ref: Some(self.audit.subject_ref(into)?),

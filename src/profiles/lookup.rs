@@ -72,7 +72,7 @@ fn bad(field: &str, reason: impl std::fmt::Display) -> LookupError {
 
 impl SubjectQuery {
     /// (kind, normalised value) of the one identifier given.
-    fn identifier(&self, policies: &Policies) -> Result<(String, String), LookupError> {
+    pub(crate) fn identifier(&self, policies: &Policies) -> Result<(String, String), LookupError> {
         let kinds = policies.identifier_kinds().join(", ");
         if let Some(unknown) = self.0.keys().find(|k| !policies.is_identifier_kind(k)) {
             return Err(bad(

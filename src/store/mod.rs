@@ -3,6 +3,7 @@
 pub mod aggregates;
 pub mod api_keys;
 pub mod audit;
+pub mod consents;
 mod entity;
 pub mod keyring;
 pub mod profiles;

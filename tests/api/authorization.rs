@@ -25,6 +25,8 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     ("get", "/v1/subjects", Some(&["dpo"])),
     ("post", "/v1/imports", Some(&["ingest"])),
     ("get", "/v1/ropa", Some(&["dpo", "auditor"])),
+    ("post", "/v1/consents", Some(&["ingest", "dpo"])),
+    ("get", "/v1/subjects/{subject_id}/consents", Some(&["dpo"])),
     ("post", "/v1/policies/reload", Some(&["admin"])),
     ("post", "/v1/identify", Some(&["ingest"])),
     ("post", "/v1/track", Some(&["ingest"])),
@@ -53,6 +55,7 @@ fn concrete(path: &str) -> String {
     path.replace("{id}", "0000000000000000")
         .replace("{kind}", "pseudonym")
         .replace("{seq}", "0")
+        .replace("{subject_id}", "00000000000000000000000000000000")
 }
 
 #[tokio::test]

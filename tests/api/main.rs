@@ -3,6 +3,7 @@ mod audit;
 mod auth;
 mod authorization;
 mod cli;
+mod consents;
 mod errors;
 mod health;
 mod helpers;

@@ -347,6 +347,7 @@ async fn no_direct_identifier_is_stored_in_clear_anywhere() {
         "keyring_keys",
         "aggregates",
         "suppressions",
+        "consents",
     ];
     for table in tables {
         let columns = columns_of(&app, table).await;

@@ -1,4 +1,5 @@
 pub mod audit;
+pub mod consents;
 pub mod imports;
 pub mod keys;
 pub mod oauth;

@@ -4,6 +4,7 @@ pub mod api_key;
 pub mod audit_checkpoint;
 pub mod audit_entry;
 pub mod audit_head;
+pub mod consent;
 pub mod event;
 pub mod identifier;
 pub mod identity_conflict;

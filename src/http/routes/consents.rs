@@ -1,0 +1,124 @@
+//! The consent ledger: recording consent, and a subject's history for DPOs.
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+
+use crate::consent::{ConsentError, ConsentHistory, ConsentRecord, Ledger, NewConsent};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::{Authorized, DpoOnly, IngestOrDpo, JsonBody, Query};
+use crate::profiles::ingest::{Ingest, Scope};
+use crate::profiles::segment::{Kind, Message};
+use crate::startup::AppState;
+
+fn ledger<'a>(
+    state: &'a AppState,
+    keyring: &'a crate::crypto::Keyring,
+    policies: &'a crate::policy::Policies,
+    actor: crate::domain::Actor,
+    request_id: Option<String>,
+) -> Ledger<'a> {
+    Ledger {
+        db: &state.db,
+        keyring,
+        audit: &state.audit,
+        policies,
+        actor,
+        request_id,
+        now: state.clock.now(),
+    }
+}
+
+/// Record a consent decision. A person not yet known is created from the identifier
+/// given. A grant of a consent that needs double opt-in is recorded as `pending`.
+#[utoipa::path(post, path = "/v1/consents", tag = "consents", security(("bearer" = [])),
+    request_body = NewConsent, responses(
+    (status = 201, description = "Recorded", body = ConsentRecord),
+    (status = 400, description = "Malformed or unknown field (named in the message)", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not an ingest or dpo key", body = ErrorBody),
+    (status = 422, description = "The purpose is not consent-based", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable", body = ErrorBody)))]
+pub async fn record(
+    state: web::Data<AppState>,
+    auth: Authorized<IngestOrDpo>,
+    body: JsonBody<NewConsent>,
+) -> Result<HttpResponse, ApiError> {
+    let req = body.parse().await?;
+    let keyring = state.keyring.get();
+    let policies = state.policies.get();
+    let ledger = ledger(
+        &state,
+        &keyring,
+        &policies,
+        auth.actor(),
+        auth.request_id.clone(),
+    );
+    let create = |kind: String, value: String| {
+        let (state, keyring, policies, actor) = (&state, &keyring, &policies, auth.actor());
+        let request_id = auth.request_id.clone();
+        async move {
+            let now = state.clock.now();
+            let mut m = Message::new(
+                Kind::Identify,
+                format!("consent-{}", uuid::Uuid::new_v4().simple()),
+                now,
+            );
+            m.identifiers = vec![(kind, value)];
+            let ingest = Ingest {
+                db: &state.db,
+                master: &state.master,
+                keyring,
+                audit: &state.audit,
+                policies,
+                source: actor,
+                scope: Scope::Tracking,
+                request_id,
+                received_at: now,
+            };
+            ingest
+                .run(&[m], false)
+                .await
+                .map(|_| ())
+                .map_err(ConsentError::from)
+        }
+    };
+    let record = ledger.record(&req, create).await?;
+    Ok(HttpResponse::Created().json(record))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// RFC 3339: the state at this moment ("was this email sent with consent?").
+    pub at: Option<String>,
+}
+
+/// A subject's consent history and its state at a moment (default: now). Audited.
+#[utoipa::path(get, path = "/v1/subjects/{subject_id}/consents", tag = "consents",
+    security(("bearer" = [])),
+    params(("subject_id" = String, Path, description = "The internal id (from GET /v1/subjects)"), HistoryQuery),
+    responses(
+    (status = 200, description = "History and state", body = ConsentHistory),
+    (status = 400, description = "Malformed `at`", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo key", body = ErrorBody),
+    (status = 404, description = "No such subject", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable", body = ErrorBody)))]
+pub async fn history(
+    state: web::Data<AppState>,
+    auth: Authorized<DpoOnly>,
+    path: web::Path<String>,
+    q: Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = q.parse()?;
+    let keyring = state.keyring.get();
+    let policies = state.policies.get();
+    let ledger = ledger(
+        &state,
+        &keyring,
+        &policies,
+        auth.actor(),
+        auth.request_id.clone(),
+    );
+    let h = ledger.history(&path.into_inner(), q.at.as_deref()).await?;
+    Ok(HttpResponse::Ok().json(h))
+}

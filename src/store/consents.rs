@@ -1,0 +1,87 @@
+//! The consent ledger: inserts and reads only.
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+};
+
+use super::StoreError;
+use super::entity::consent::{self, Entity as Consent};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsentRow {
+    pub id: String,
+    pub subject_id: String,
+    pub consent: String,
+    pub status: String,
+    pub method: String,
+    pub source: String,
+    pub notice_version: Option<String>,
+    pub captured_at: i64,
+    pub recorded_at: i64,
+    pub recorded_by: String,
+    pub proof: Option<String>,
+}
+
+impl From<consent::Model> for ConsentRow {
+    fn from(m: consent::Model) -> Self {
+        Self {
+            id: m.id,
+            subject_id: m.subject_id,
+            consent: m.consent,
+            status: m.status,
+            method: m.method,
+            source: m.source,
+            notice_version: m.notice_version,
+            captured_at: m.captured_at,
+            recorded_at: m.recorded_at,
+            recorded_by: m.recorded_by,
+            proof: m.proof,
+        }
+    }
+}
+
+pub async fn insert<C: ConnectionTrait>(c: &C, r: &ConsentRow) -> Result<(), StoreError> {
+    Consent::insert(consent::ActiveModel {
+        id: Set(r.id.clone()),
+        subject_id: Set(r.subject_id.clone()),
+        consent: Set(r.consent.clone()),
+        status: Set(r.status.clone()),
+        method: Set(r.method.clone()),
+        source: Set(r.source.clone()),
+        notice_version: Set(r.notice_version.clone()),
+        captured_at: Set(r.captured_at),
+        recorded_at: Set(r.recorded_at),
+        recorded_by: Set(r.recorded_by.clone()),
+        proof: Set(r.proof.clone()),
+    })
+    .exec_without_returning(c)
+    .await?;
+    Ok(())
+}
+
+/// A subject's records, oldest capture first (ties in recording order).
+pub async fn history<C: ConnectionTrait>(
+    c: &C,
+    subject_id: &str,
+) -> Result<Vec<ConsentRow>, StoreError> {
+    Ok(Consent::find()
+        .filter(consent::Column::SubjectId.eq(subject_id))
+        .order_by_asc(consent::Column::CapturedAt)
+        .order_by_asc(consent::Column::RecordedAt)
+        .order_by_asc(consent::Column::Id)
+        .all(c)
+        .await?
+        .into_iter()
+        .map(ConsentRow::from)
+        .collect())
+}
+
+/// Re-points a merged subject's records to the subject it was merged into.
+pub async fn repoint<C: ConnectionTrait>(c: &C, from: &str, into: &str) -> Result<(), StoreError> {
+    use sea_orm::sea_query::Expr;
+    Consent::update_many()
+        .col_expr(consent::Column::SubjectId, Expr::value(into.to_owned()))
+        .filter(consent::Column::SubjectId.eq(from))
+        .exec(c)
+        .await?;
+    Ok(())
+}

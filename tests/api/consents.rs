@@ -1,0 +1,195 @@
+//! The consent ledger: recording, history, state at a moment, bad input.
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+async fn post(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/consents"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn grant(purpose: &str, status: &str, at: &str) -> Value {
+    json!({"subject": {"email": "Ann@Example.com"}, "purpose": purpose, "status": status,
+           "method": "web_form", "source": "shop.example/signup", "notice_version": "2026-10",
+           "captured_at": at,
+           "proof": {"user_agent": "Mozilla/5.0", "form_id": "signup-1", "ip": "203.0.113.77"}})
+}
+
+#[tokio::test]
+async fn history_answers_what_was_consented_at_any_moment() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let r = post(
+        &app,
+        &key,
+        &grant("personalization", "granted", "2026-11-01T10:00:00Z"),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(first["status"], "granted");
+    assert_eq!(first["proof"]["ip"], "203.0.113.0/24");
+    // A consent-based purpose stands for the consent it needs.
+    let r = post(
+        &app,
+        &dpo,
+        &grant("personalize", "withdrawn", "2026-11-20T10:00:00Z"),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    // A grant of a double opt-in consent waits for confirmation.
+    let r = post(
+        &app,
+        &key,
+        &grant("email_marketing", "granted", "2026-11-01T10:00:00Z"),
+    )
+    .await;
+    let pending: Value = r.json().await.unwrap();
+    assert_eq!(pending["status"], "pending");
+    // The person was created from the identifier, once.
+    assert_eq!(app.active_subjects().await, 1);
+
+    let s = app
+        .get_json("/v1/subjects?email=ann%40example.com", Some(&dpo))
+        .await;
+    let id = s["subject_id"].as_str().unwrap();
+    let h = app
+        .get_json(&format!("/v1/subjects/{id}/consents"), Some(&dpo))
+        .await;
+    assert_eq!(h["records"].as_array().unwrap().len(), 3);
+    let state = |h: &Value, c: &str| {
+        h["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["consent"] == c)
+            .map(|s| s["status"].clone())
+    };
+    assert_eq!(state(&h, "personalization"), Some(json!("withdrawn")));
+    assert_eq!(state(&h, "email_marketing"), Some(json!("pending")));
+    let then = app
+        .get_json(
+            &format!("/v1/subjects/{id}/consents?at=2026-11-10T00:00:00Z"),
+            Some(&dpo),
+        )
+        .await;
+    assert_eq!(state(&then, "personalization"), Some(json!("granted")));
+    let before = app
+        .get_json(
+            &format!("/v1/subjects/{id}/consents?at=2026-10-01T00:00:00Z"),
+            Some(&dpo),
+        )
+        .await;
+    assert_eq!(before["state"], json!([]));
+    assert_eq!(
+        app.get(
+            &format!("/v1/subjects/{}/consents", "0".repeat(32)),
+            Some(&dpo)
+        )
+        .await
+        .status(),
+        404
+    );
+    // Written with their audit entries; the raw IP is nowhere.
+    assert_eq!(
+        app.count("audit_entries", "WHERE action = 'consent.record'")
+            .await,
+        3
+    );
+    assert_eq!(
+        app.count("consents", "WHERE proof LIKE '%203.0.113.77%'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn bad_consent_requests_are_refused_and_write_nothing() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let good = grant("personalization", "granted", "2026-11-01T10:00:00Z");
+    let with = |k: &str, v: Value| {
+        let mut b = good.clone();
+        b[k] = v;
+        b
+    };
+    let cases = [
+        (with("purpose", json!("shoe_polish")), 400, "purpose"),
+        (
+            with("purpose", json!("essential.service")),
+            422,
+            "not consent-based",
+        ),
+        (with("status", json!("maybe")), 400, "status"),
+        (with("method", json!("telepathy")), 400, "method"),
+        (
+            with("captured_at", json!("2027-06-01T00:00:00Z")),
+            400,
+            "future",
+        ),
+        (with("captured_at", json!("yesterday")), 400, "captured_at"),
+        (with("proof", json!({"ip": "300.1.1.1"})), 400, "proof.ip"),
+        (
+            with("subject", json!({"email": "a@example.com", "user_id": "u"})),
+            400,
+            "exactly one",
+        ),
+        (
+            with("subject", json!({"email": "nonsense"})),
+            400,
+            "subject.email",
+        ),
+        (with("extra", json!(1)), 400, "extra"),
+    ];
+    for (body, status, needle) in cases {
+        let r = post(&app, &key, &body).await;
+        assert_eq!(r.status(), status, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{needle}: {v}"
+        );
+    }
+    assert_eq!(app.count("consents", "").await, 0);
+    assert_eq!(app.count("subjects", "").await, 0);
+}
+
+#[tokio::test]
+async fn a_merge_carries_the_consent_records_to_the_surviving_subject() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    post(
+        &app,
+        &key,
+        &grant("analytics", "granted", "2026-11-01T10:00:00Z"),
+    )
+    .await;
+    app.track(
+        &key,
+        "/v1/identify",
+        &json!({"userId": "u-1", "anonymousId": "a-2"}),
+    )
+    .await;
+    assert_eq!(app.active_subjects().await, 2);
+    app.track(
+        &key,
+        "/v1/identify",
+        &json!({"userId": "u-1", "traits": {"email": "ann@example.com"}}),
+    )
+    .await;
+    assert_eq!(app.active_subjects().await, 1);
+    let s = app.get_json("/v1/subjects?user_id=u-1", Some(&dpo)).await;
+    let id = s["subject_id"].as_str().unwrap();
+    let h = app
+        .get_json(&format!("/v1/subjects/{id}/consents"), Some(&dpo))
+        .await;
+    assert_eq!(h["state"][0]["consent"], "analytics");
+    assert_eq!(h["state"][0]["status"], "granted");
+}
