@@ -1,0 +1,148 @@
+//! Consent writes: `POST /v1/consents` from 4 concurrent clients, each record committed
+//! with its audit entry, against a plain INSERT of the same consent row (one transaction
+//! each) from 4 concurrent tasks on the same database, in the same run. p50/p99 of the
+//! HTTP writes.
+//!
+//! `cargo bench --bench consent`; `CONSENTRY_BENCH_PG=postgres://...` adds PostgreSQL.
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use consentry::startup::Application;
+use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use serde_json::json;
+
+const WRITES: usize = 2000;
+const CLIENTS: usize = 4;
+const PEOPLE: usize = 200;
+
+async fn run(label: &str, url: Option<String>) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let app = Application::build(common::settings(dir.path(), url))
+        .await
+        .expect("app");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let admin = app.bootstrap_token().expect("token").to_owned();
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let key: serde_json::Value = client
+        .post(format!("{base}/v1/keys"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "bench", "role": "ingest"}))
+        .send()
+        .await
+        .expect("key")
+        .json()
+        .await
+        .expect("json");
+    let key = key["token"].as_str().expect("token").to_owned();
+    // The people exist already: what is measured is the consent write.
+    let people: Vec<serde_json::Value> = (0..PEOPLE)
+        .map(|i| {
+            json!({"type": "identify", "userId": format!("u{i}"),
+                        "traits": {"email": format!("p{i}@example.com")}})
+        })
+        .collect();
+    let r = client
+        .post(format!("{base}/v1/batch"))
+        .basic_auth(&key, Some(""))
+        .json(&json!({"batch": people}))
+        .send()
+        .await
+        .expect("people");
+    assert_eq!(r.status(), 200);
+
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (client, base, key) = (client.clone(), base.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            for i in (c..WRITES).step_by(CLIENTS) {
+                let body = json!({"subject": {"email": format!("p{}@example.com", i % PEOPLE)},
+                    "purpose": "personalization",
+                    "status": if i % 2 == 0 { "granted" } else { "withdrawn" },
+                    "method": "web_form", "source": "bench", "notice_version": "v1",
+                    "proof": {"user_agent": "bench", "ip": "203.0.113.7"}});
+                let t = Instant::now();
+                let resp = client
+                    .post(format!("{base}/v1/consents"))
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("send");
+                assert_eq!(resp.status(), 201);
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat: Vec<Duration> = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("client"));
+    }
+    let ours = WRITES as f64 / t.elapsed().as_secs_f64();
+    lat.sort();
+
+    // Baseline: the same row, plain INSERT, one transaction each, 4 writers.
+    let db = state.db.clone();
+    let backend = db.backend();
+    let db = Arc::new(db);
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let db = Arc::clone(&db);
+        tasks.push(tokio::spawn(async move {
+            for i in (c..WRITES).step_by(CLIENTS) {
+                let ph: Vec<String> = (1..=11)
+                    .map(|k| match backend {
+                        DbBackend::Postgres => format!("${k}"),
+                        _ => "?".to_owned(),
+                    })
+                    .collect();
+                let sql = format!("INSERT INTO consents (id, subject_id, consent, status, method, source, notice_version, captured_at, recorded_at, recorded_by, proof) VALUES ({})", ph.join(","));
+                let values: Vec<Value> = vec![
+                    uuid::Uuid::new_v4().simple().to_string().into(),
+                    format!("subject-{}", i % PEOPLE).into(),
+                    "personalization".to_owned().into(),
+                    "granted".to_owned().into(),
+                    "web_form".to_owned().into(),
+                    "bench".to_owned().into(),
+                    Some("v1".to_owned()).into(),
+                    1_796_000_000_000_000i64.into(),
+                    1_796_000_000_000_000i64.into(),
+                    "key".to_owned().into(),
+                    Some(r#"{"user_agent":"bench","ip":"203.0.113.0/24"}"#.to_owned()).into(),
+                ];
+                let txn = db.begin_write().await.expect("begin");
+                txn.execute_raw(Statement::from_sql_and_values(backend, &sql, values))
+                    .await
+                    .expect("insert");
+                txn.commit().await.expect("commit");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let raw = WRITES as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "| consent writes, {label} | {WRITES}, {CLIENTS} clients | {ours:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms | plain INSERT {raw:.0} rows/s | {:.2} |",
+        lat[WRITES / 2].as_secs_f64() * 1e3,
+        lat[WRITES * 99 / 100].as_secs_f64() * 1e3,
+        ours / raw
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    println!("| benchmark | size | Consentry | baseline | ratio |");
+    println!("|---|---|---|---|---|");
+    run("SQLite", None).await;
+    if let Ok(base) = std::env::var("CONSENTRY_BENCH_PG") {
+        run("PostgreSQL", Some(common::fresh_pg(&base).await)).await;
+    }
+}
