@@ -46,6 +46,8 @@ pub struct Settings {
     pub master_key_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub body_limit_bytes: usize,
+    /// How long a double opt-in confirmation link stays valid.
+    pub double_opt_in_ttl_secs: u64,
     /// The controller named in the record of processing activities.
     pub controller_name: String,
     /// The largest file `POST /v1/imports` accepts (it is spooled to the data directory).
@@ -85,6 +87,7 @@ impl Default for Settings {
             body_limit_bytes: 1024 * 1024,
             import_max_bytes: 1 << 30,
             controller_name: String::new(),
+            double_opt_in_ttl_secs: 72 * 3600,
             token_cache_ttl_secs: 30,
             token_cache_capacity: 10_000,
             access_token_ttl_secs: 900,

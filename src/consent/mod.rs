@@ -3,6 +3,8 @@
 //! - every record is written in one transaction with its audit entry;
 //! - proof never holds a raw IP address: IPv4 is cut to its /24, IPv6 to its /48;
 //! - a grant of a consent that needs double opt-in is recorded as `pending` (fail closed).
+pub mod confirm;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -67,16 +69,23 @@ pub struct ConsentRecord {
     pub id: String,
     /// The consent (from `policies/purposes.yaml`).
     pub consent: String,
-    /// `granted`, `denied`, `withdrawn`, or `pending` (a grant awaiting double opt-in).
+    /// `granted`, `denied`, `withdrawn`, or `pending` (a grant awaiting double opt-in;
+    /// shown `expired` in a state once its link has lapsed).
     pub status: String,
     pub method: String,
     pub source: String,
     pub notice_version: Option<String>,
     pub captured_at: String,
     pub recorded_at: String,
-    /// The key that recorded it.
+    /// The key that recorded it (`subject` for a confirmation by the person).
     pub recorded_by: String,
     pub proof: Option<Proof>,
+    /// For a `pending` grant: the token of the confirmation link
+    /// `GET /v1/consents/confirm/{token}` to send the person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirm_expires_at: Option<String>,
 }
 
 /// A consent's state at a moment: its latest record captured by then.
@@ -109,6 +118,12 @@ pub enum ConsentError {
     Refused(String),
     #[error("no subject has that id")]
     NoSubject,
+    /// Not a confirmation link this gateway issued.
+    #[error("this confirmation link is not valid")]
+    BadLink,
+    /// Expired, or the decision was superseded or already confirmed.
+    #[error("this confirmation link has expired or was already used; sign up again")]
+    LinkExpired,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -183,6 +198,8 @@ fn consent_named(policies: &Policies, name: &str) -> Result<(String, bool), Cons
 }
 
 pub struct Ledger<'a> {
+    /// How long a pending grant can be confirmed.
+    pub confirm_ttl_secs: i64,
     pub db: &'a Db,
     pub keyring: &'a Keyring,
     pub audit: &'a AuditLog,
@@ -283,6 +300,63 @@ impl Ledger<'_> {
         };
         self.audit.append(&txn, entry).await?;
         txn.commit().await.map_err(StoreError::from)?;
+        let mut record = to_record(row);
+        if status == "pending" {
+            let expires = self.now.plus_seconds(self.confirm_ttl_secs);
+            record.confirm_token = Some(
+                confirm::issue(self.keyring, &record.id, expires).map_err(|e| {
+                    StoreError::Corrupt {
+                        table: "keyring_keys",
+                        reason: e.to_string(),
+                    }
+                })?,
+            );
+            record.confirm_expires_at = Some(expires.to_rfc3339());
+        }
+        Ok(record)
+    }
+
+    /// Follows a confirmation link: the pending grant it names becomes a grant by
+    /// `double_opt_in`, unless a later decision superseded it.
+    pub async fn confirm(&self, token: &str) -> Result<ConsentRecord, ConsentError> {
+        let id = confirm::verify(self.keyring, token, self.now).map_err(|e| match e {
+            confirm::LinkError::Invalid => ConsentError::BadLink,
+            confirm::LinkError::Expired => ConsentError::LinkExpired,
+        })?;
+        let txn = self.db.begin_write().await?;
+        let pending = repo::by_id(&txn, &id).await?.ok_or(ConsentError::BadLink)?;
+        let later = repo::history(&txn, &pending.subject_id)
+            .await?
+            .into_iter()
+            // Any other decision on this consent since (a confirmation included).
+            .any(|r| {
+                r.consent == pending.consent
+                    && r.id != pending.id
+                    && (r.captured_at, r.recorded_at) >= (pending.captured_at, pending.recorded_at)
+            });
+        if pending.status != "pending" || later {
+            return Err(ConsentError::LinkExpired);
+        }
+        let row = ConsentRow {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            status: "granted".into(),
+            method: "double_opt_in".into(),
+            source: "confirmation link".into(),
+            captured_at: self.now.unix_micros(),
+            recorded_at: self.now.unix_micros(),
+            recorded_by: "subject".into(),
+            proof: None,
+            ..pending.clone()
+        };
+        repo::insert(&txn, &row).await?;
+        let entry = NewEntry {
+            subject_ref: Some(self.audit.subject_ref(&row.subject_id)?),
+            ..NewEntry::new(self.actor.clone(), "consent.confirm", Outcome::Ok)
+                .request_id(self.request_id.clone())
+                .attributes(vec![format!("consent:{}", row.consent)])
+        };
+        self.audit.append(&txn, entry).await?;
+        txn.commit().await.map_err(StoreError::from)?;
         Ok(to_record(row))
     }
 
@@ -321,11 +395,19 @@ impl Ledger<'_> {
         for r in rows.iter().filter(|r| r.captured_at <= at.unix_micros()) {
             latest.insert(r.consent.as_str(), r);
         }
+        let ttl = self.confirm_ttl_secs.saturating_mul(1_000_000);
         let state = latest
             .values()
             .map(|r| ConsentState {
                 consent: r.consent.clone(),
-                status: r.status.clone(),
+                // An unconfirmed grant lapses when its link does.
+                status: if r.status == "pending"
+                    && r.recorded_at.saturating_add(ttl) < at.unix_micros()
+                {
+                    "expired".to_owned()
+                } else {
+                    r.status.clone()
+                },
                 since: Timestamp::from_unix_micros(r.captured_at).to_rfc3339(),
                 record_id: r.id.clone(),
             })
@@ -351,6 +433,8 @@ fn to_record(r: ConsentRow) -> ConsentRecord {
         recorded_at: Timestamp::from_unix_micros(r.recorded_at).to_rfc3339(),
         recorded_by: r.recorded_by,
         proof: r.proof.and_then(|p| serde_json::from_str(&p).ok()),
+        confirm_token: None,
+        confirm_expires_at: None,
     }
 }
 

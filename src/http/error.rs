@@ -34,10 +34,11 @@ pub enum ErrorCode {
     AuditUnavailable,
     DatabaseUnavailable,
     NotReady,
+    LinkExpired,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidQuery,
@@ -57,6 +58,7 @@ impl ErrorCode {
         ErrorCode::AuditUnavailable,
         ErrorCode::DatabaseUnavailable,
         ErrorCode::NotReady,
+        ErrorCode::LinkExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +93,7 @@ impl ErrorCode {
             C::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
             C::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             C::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            C::LinkExpired => (StatusCode::GONE, "link_expired"),
         }
     }
 }
@@ -284,7 +287,8 @@ impl From<crate::consent::ConsentError> for ApiError {
         match e {
             E::Invalid(m) => ApiError::new(ErrorCode::BadRequest, m),
             E::Refused(m) => ApiError::new(ErrorCode::ValidationFailed, m),
-            E::NoSubject => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::NoSubject | E::BadLink => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::LinkExpired => ApiError::new(ErrorCode::LinkExpired, e.to_string()),
             E::Store(s) => s.into(),
             E::Audit(a) => a.into(),
             E::Ingest(i) => i.into(),

@@ -85,3 +85,10 @@ pub async fn repoint<C: ConnectionTrait>(c: &C, from: &str, into: &str) -> Resul
         .await?;
     Ok(())
 }
+
+pub async fn by_id<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<ConsentRow>, StoreError> {
+    Ok(Consent::find_by_id(id.to_owned())
+        .one(c)
+        .await?
+        .map(ConsentRow::from))
+}

@@ -26,6 +26,7 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     ("post", "/v1/imports", Some(&["ingest"])),
     ("get", "/v1/ropa", Some(&["dpo", "auditor"])),
     ("post", "/v1/consents", Some(&["ingest", "dpo"])),
+    ("get", "/v1/consents/confirm/{token}", None),
     ("get", "/v1/subjects/{subject_id}/consents", Some(&["dpo"])),
     ("post", "/v1/policies/reload", Some(&["admin"])),
     ("post", "/v1/identify", Some(&["ingest"])),
@@ -56,6 +57,7 @@ fn concrete(path: &str) -> String {
         .replace("{kind}", "pseudonym")
         .replace("{seq}", "0")
         .replace("{subject_id}", "00000000000000000000000000000000")
+        .replace("{token}", "c1.x.0.x")
 }
 
 #[tokio::test]

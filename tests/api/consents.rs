@@ -193,3 +193,86 @@ async fn a_merge_carries_the_consent_records_to_the_surviving_subject() {
     assert_eq!(h["state"][0]["consent"], "analytics");
     assert_eq!(h["state"][0]["status"], "granted");
 }
+
+#[tokio::test]
+async fn a_double_opt_in_grant_counts_only_once_its_signed_link_is_followed() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let now = "2026-12-01T10:00:00Z";
+    let pending: Value = post(&app, &key, &grant("email_marketing", "granted", now))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending["status"], "pending");
+    let token = pending["confirm_token"].as_str().unwrap().to_owned();
+    // A forged or altered link confirms nothing and says nothing.
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    for bad in [forged.as_str(), "c1.nothing.99999999999.AAAA", "garbage"] {
+        assert_eq!(
+            app.get(&format!("/v1/consents/confirm/{bad}"), None)
+                .await
+                .status(),
+            404,
+            "{bad}"
+        );
+    }
+    let r = app
+        .get(&format!("/v1/consents/confirm/{token}"), None)
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    // Used once: the second click is refused.
+    assert_eq!(
+        app.get(&format!("/v1/consents/confirm/{token}"), None)
+            .await
+            .status(),
+        410
+    );
+    let s = app
+        .get_json("/v1/subjects?email=ann%40example.com", Some(&dpo))
+        .await;
+    let id = s["subject_id"].as_str().unwrap();
+    let h = app
+        .get_json(&format!("/v1/subjects/{id}/consents"), Some(&dpo))
+        .await;
+    let state = &h["state"][0];
+    assert_eq!(
+        (state["consent"].clone(), state["status"].clone()),
+        (json!("email_marketing"), json!("granted"))
+    );
+    let last = h["records"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["method"].clone(), last["recorded_by"].clone()),
+        (json!("double_opt_in"), json!("subject"))
+    );
+
+    // Unconfirmed for longer than the link lives: the link is gone and the grant lapses.
+    let other = json!({"subject": {"email": "bo@example.com"}, "purpose": "email_marketing",
+        "status": "granted", "method": "checkbox", "source": "shop"});
+    let pending: Value = post(&app, &key, &other).await.json().await.unwrap();
+    let token = pending["confirm_token"].as_str().unwrap().to_owned();
+    app.clock.advance_secs(73 * 3600);
+    assert_eq!(
+        app.get(&format!("/v1/consents/confirm/{token}"), None)
+            .await
+            .status(),
+        410
+    );
+    let s = app
+        .get_json("/v1/subjects?email=bo%40example.com", Some(&dpo))
+        .await;
+    let id = s["subject_id"].as_str().unwrap();
+    let h = app
+        .get_json(&format!("/v1/subjects/{id}/consents"), Some(&dpo))
+        .await;
+    assert_eq!(h["state"][0]["status"], "expired");
+}

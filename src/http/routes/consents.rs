@@ -17,6 +17,7 @@ fn ledger<'a>(
     request_id: Option<String>,
 ) -> Ledger<'a> {
     Ledger {
+        confirm_ttl_secs: i64::try_from(state.settings.double_opt_in_ttl_secs).unwrap_or(i64::MAX),
         db: &state.db,
         keyring,
         audit: &state.audit,
@@ -121,4 +122,32 @@ pub async fn history(
     );
     let h = ledger.history(&path.into_inner(), q.at.as_deref()).await?;
     Ok(HttpResponse::Ok().json(h))
+}
+
+/// The confirmation link of a double opt-in grant, followed by the person. No credentials:
+/// the signed token is the proof. Answers a short HTML page.
+#[utoipa::path(get, path = "/v1/consents/confirm/{token}", tag = "consents",
+    params(("token" = String, Path, description = "From the pending record's confirm_token")),
+    responses(
+    (status = 200, description = "Confirmed", content_type = "text/html", body = String),
+    (status = 404, description = "Not a link this gateway issued", body = ErrorBody),
+    (status = 410, description = "Expired, superseded or already used", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable", body = ErrorBody)))]
+pub async fn confirm(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let keyring = state.keyring.get();
+    let policies = state.policies.get();
+    let ledger = ledger(
+        &state,
+        &keyring,
+        &policies,
+        crate::domain::Actor::anonymous(),
+        None,
+    );
+    ledger.confirm(&path.into_inner()).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body("<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Confirmed</title><p>Thank you: your choice is confirmed.</p></html>"))
 }
