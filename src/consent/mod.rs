@@ -4,6 +4,7 @@
 //! - proof never holds a raw IP address: IPv4 is cut to its /24, IPv6 to its /48;
 //! - a grant of a consent that needs double opt-in is recorded as `pending` (fail closed).
 pub mod confirm;
+pub mod receipt;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -118,6 +119,8 @@ pub enum ConsentError {
     Refused(String),
     #[error("no subject has that id")]
     NoSubject,
+    #[error("no consent record has that id")]
+    NoRecord,
     /// Not a confirmation link this gateway issued.
     #[error("this confirmation link is not valid")]
     BadLink,
@@ -365,6 +368,30 @@ impl Ledger<'_> {
         Ok(profiles::subject_for(self.db.conn(), kind, &indexes)
             .await?
             .map(|r| r.subject_id))
+    }
+
+    /// The signed receipt of one record; audited.
+    pub async fn receipt(
+        &self,
+        id: &str,
+        controller: &str,
+    ) -> Result<receipt::SignedReceipt, ConsentError> {
+        let txn = self.db.begin_write().await?;
+        let row = repo::by_id(&txn, id).await?.ok_or(ConsentError::NoRecord)?;
+        let subject_ref = self.audit.subject_ref(&row.subject_id)?;
+        let signed = receipt::build(&row, &subject_ref, self.policies, controller, self.keyring)
+            .map_err(|e| StoreError::Corrupt {
+                table: "keyring_keys",
+                reason: e.to_string(),
+            })?;
+        let entry = NewEntry {
+            subject_ref: Some(subject_ref),
+            ..NewEntry::new(self.actor.clone(), "consent.receipt", Outcome::Ok)
+                .request_id(self.request_id.clone())
+        };
+        self.audit.append(&txn, entry).await?;
+        txn.commit().await.map_err(StoreError::from)?;
+        Ok(signed)
     }
 
     /// A subject's full history and its state at `at` (default: now); the read is audited.

@@ -287,7 +287,9 @@ impl From<crate::consent::ConsentError> for ApiError {
         match e {
             E::Invalid(m) => ApiError::new(ErrorCode::BadRequest, m),
             E::Refused(m) => ApiError::new(ErrorCode::ValidationFailed, m),
-            E::NoSubject | E::BadLink => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::NoSubject | E::NoRecord | E::BadLink => {
+                ApiError::new(ErrorCode::NotFound, e.to_string())
+            }
             E::LinkExpired => ApiError::new(ErrorCode::LinkExpired, e.to_string()),
             E::Store(s) => s.into(),
             E::Audit(a) => a.into(),

@@ -28,7 +28,7 @@ use routes::{audit, consents, imports, keys, oauth, policies, subjects, system, 
         subjects::find,
         imports::create,
         policies::ropa, policies::reload,
-        consents::record, consents::history, consents::confirm,
+        consents::record, consents::history, consents::confirm, consents::receipt,
     ),
     modifiers(&Security),
     tags(
@@ -102,6 +102,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(resource("/v1/imports").route(web::post().to(imports::create)))
     .service(resource("/v1/consents").route(web::post().to(consents::record)))
     .service(resource("/v1/consents/confirm/{token}").route(web::get().to(consents::confirm)))
+    .service(resource("/v1/consents/{id}/receipt").route(web::get().to(consents::receipt)))
     .service(resource("/v1/subjects/{subject_id}/consents").route(web::get().to(consents::history)))
     .service(resource("/v1/ropa").route(web::get().to(policies::ropa)))
     .service(resource("/v1/policies/reload").route(web::post().to(policies::reload)))

@@ -27,6 +27,7 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     ("get", "/v1/ropa", Some(&["dpo", "auditor"])),
     ("post", "/v1/consents", Some(&["ingest", "dpo"])),
     ("get", "/v1/consents/confirm/{token}", None),
+    ("get", "/v1/consents/{id}/receipt", Some(&["dpo"])),
     ("get", "/v1/subjects/{subject_id}/consents", Some(&["dpo"])),
     ("post", "/v1/policies/reload", Some(&["admin"])),
     ("post", "/v1/identify", Some(&["ingest"])),

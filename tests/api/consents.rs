@@ -276,3 +276,63 @@ async fn a_double_opt_in_grant_counts_only_once_its_signed_link_is_followed() {
         .await;
     assert_eq!(h["state"][0]["status"], "expired");
 }
+
+#[tokio::test]
+async fn a_receipt_is_signed_and_names_the_person_only_by_pseudonym() {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let rec: Value = post(
+        &app,
+        &key,
+        &grant("personalization", "granted", "2026-11-01T10:00:00Z"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = rec["id"].as_str().unwrap();
+    let r = app
+        .get_json(&format!("/v1/consents/{id}/receipt"), Some(&dpo))
+        .await;
+    assert_eq!(r["alg"], "Ed25519");
+    let receipt = &r["receipt"];
+    assert_eq!(receipt["version"], "KI-CR-v1.1.0");
+    assert_eq!(receipt["consentReceiptID"], id);
+    assert_eq!(receipt["services"][0]["service"], "personalization");
+    assert_eq!(
+        receipt["services"][0]["purposes"][0]["purposeCategory"],
+        json!(["personalize"])
+    );
+    let subject = app
+        .get_json("/v1/subjects?email=ann%40example.com", Some(&dpo))
+        .await;
+    let text = r.to_string();
+    assert!(
+        !text.contains("ann@example.com")
+            && !text.contains(subject["subject_id"].as_str().unwrap()),
+        "{text}"
+    );
+    // The signature covers the payload bytes, which decode to the receipt.
+    let payload = URL_SAFE_NO_PAD
+        .decode(r["payload"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&serde_json::from_slice::<Value>(&payload).unwrap(), receipt);
+    let public = STANDARD.decode(r["public_key"].as_str().unwrap()).unwrap();
+    let sig = URL_SAFE_NO_PAD
+        .decode(r["signature"].as_str().unwrap())
+        .unwrap();
+    let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &public);
+    assert!(key.verify(&payload, &sig).is_ok());
+    let mut tampered = payload.clone();
+    tampered[10] ^= 1;
+    assert!(key.verify(&tampered, &sig).is_err());
+    assert_eq!(
+        app.get("/v1/consents/nope/receipt", Some(&dpo))
+            .await
+            .status(),
+        404
+    );
+}

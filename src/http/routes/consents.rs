@@ -151,3 +151,36 @@ pub async fn confirm(
         .content_type("text/html; charset=utf-8")
         .body("<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Confirmed</title><p>Thank you: your choice is confirmed.</p></html>"))
 }
+
+/// The signed consent receipt of one record (Kantara Consent Receipt v1.1 shape, Ed25519
+/// over the payload bytes with the checkpoint key). Audited.
+#[utoipa::path(get, path = "/v1/consents/{id}/receipt", tag = "consents", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The consent record id")),
+    responses(
+    (status = 200, description = "The signed receipt", body = crate::consent::receipt::SignedReceipt),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo key", body = ErrorBody),
+    (status = 404, description = "No such record", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable", body = ErrorBody)))]
+pub async fn receipt(
+    state: web::Data<AppState>,
+    auth: Authorized<DpoOnly>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let keyring = state.keyring.get();
+    let policies = state.policies.get();
+    let ledger = ledger(
+        &state,
+        &keyring,
+        &policies,
+        auth.actor(),
+        auth.request_id.clone(),
+    );
+    let controller = if state.settings.controller_name.is_empty() {
+        "(controller_name not configured)"
+    } else {
+        state.settings.controller_name.as_str()
+    };
+    let signed = ledger.receipt(&path.into_inner(), controller).await?;
+    Ok(HttpResponse::Ok().json(signed))
+}
