@@ -103,6 +103,7 @@ async fn import(label: &str, url: Option<String>, path: &std::path::Path, rows: 
             scope: Scope::Import {
                 source: "crm".into(),
             },
+            gpc: false,
             request_id: None,
             received_at: core.clock.now(),
         },

@@ -50,6 +50,7 @@ pub async fn run(settings: Settings, args: ImportArgs<'_>) -> anyhow::Result<Exi
             scope: Scope::Import {
                 source: args.source.to_owned(),
             },
+            gpc: false,
             request_id: None,
             received_at: core.clock.now(),
         },

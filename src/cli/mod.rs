@@ -359,6 +359,7 @@ async fn demo(settings: Settings, profiles: u64, seed: u64) -> anyhow::Result<Ex
         audit: &core.audit,
         policies: &policies,
         scope: crate::profiles::ingest::Scope::Tracking,
+        gpc: false,
         source: Actor {
             key_id: "demo".into(),
             role: Role::Ingest.as_str().into(),

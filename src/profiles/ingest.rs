@@ -65,6 +65,8 @@ pub struct Ingest<'a> {
     pub policies: &'a Policies,
     pub source: Actor,
     pub scope: Scope,
+    /// The request carried `Sec-GPC: 1`: its people opt out of every sale/share purpose.
+    pub gpc: bool,
     pub request_id: Option<String>,
     pub received_at: Timestamp,
 }
@@ -239,6 +241,9 @@ struct Pending {
     events: Vec<EventRow>,
     aggregates: BTreeMap<String, Aggregates>,
     seen: BTreeMap<String, (i64, i64)>,
+    /// Consent signals: (subject, consent) → (status, method, captured at); the last one
+    /// of a request wins, and it is recorded only if it changes the person's state.
+    consents: BTreeMap<(String, String), (&'static str, &'static str, i64)>,
 }
 
 /// What the request knows of identifiers: (kind, blind index) → subject, from one
@@ -375,6 +380,82 @@ impl Ingest<'_> {
         aggregates::save_many(c, &rows, self.received_at.unix_micros()).await?;
         for (subject, (first, last)) in std::mem::take(&mut pending.seen) {
             repo::seen(c, &subject, first, last).await?;
+        }
+        for ((subject, consent), (status, method, at)) in std::mem::take(&mut pending.consents) {
+            let latest = crate::store::consents::history(c, &subject)
+                .await?
+                .into_iter()
+                .rfind(|r| r.consent == consent);
+            // Nothing new; and a CMP's "yes" never undoes a confirmed double opt-in.
+            if latest.is_some_and(|r| {
+                r.status == status || (status == "pending" && r.status == "granted")
+            }) {
+                continue;
+            }
+            let row = crate::store::consents::ConsentRow {
+                id: uuid::Uuid::now_v7().simple().to_string(),
+                subject_id: subject,
+                consent,
+                status: status.to_owned(),
+                method: method.to_owned(),
+                source: format!("segment:{}", self.source.key_id),
+                notice_version: None,
+                captured_at: at,
+                recorded_at: self.received_at.unix_micros(),
+                recorded_by: self.source.key_id.clone(),
+                proof: None,
+            };
+            crate::store::consents::insert(c, &row).await?;
+        }
+        Ok(())
+    }
+
+    /// The consent signals of one message: Segment's consent categories (method `cmp`)
+    /// and, when the request carried `Sec-GPC: 1`, a denial of every sale/share purpose's
+    /// consent (method `gpc`, which wins over the CMP for those).
+    fn consent_signals(
+        &self,
+        m: &Message,
+        subject: &str,
+        at: i64,
+        pending: &mut Pending,
+    ) -> Result<(), IngestError> {
+        let set = &self.policies.purposes;
+        let prefs = m
+            .context
+            .get("consent")
+            .and_then(|c| c.get("categoryPreferences"))
+            .and_then(Value::as_object);
+        for (category, v) in prefs.into_iter().flatten() {
+            let Some(consent) = set.segment_categories.get(category) else {
+                continue;
+            };
+            let granted = v.as_bool().ok_or_else(|| MessageError {
+                index: None,
+                field: format!("context.consent.categoryPreferences.{category}"),
+                reason: "must be true or false".into(),
+            })?;
+            let double = set
+                .consents
+                .iter()
+                .any(|c| c.name == *consent && c.double_opt_in);
+            let status = match (granted, double) {
+                (true, true) => "pending",
+                (true, false) => "granted",
+                (false, _) => "denied",
+            };
+            pending
+                .consents
+                .insert((subject.to_owned(), consent.clone()), (status, "cmp", at));
+        }
+        if self.gpc {
+            for p in set.purposes.iter().filter(|p| p.sale_or_share) {
+                if let Some(consent) = &p.consent {
+                    pending
+                        .consents
+                        .insert((subject.to_owned(), consent.clone()), ("denied", "gpc", at));
+                }
+            }
         }
         Ok(())
     }
@@ -674,6 +755,7 @@ impl Ingest<'_> {
             );
         }
         attributes.insert(format!("event:{}", m.kind.as_str()));
+        self.consent_signals(m, subject, at, pending)?;
         Ok(())
     }
 }

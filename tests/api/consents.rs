@@ -336,3 +336,94 @@ async fn a_receipt_is_signed_and_names_the_person_only_by_pseudonym() {
         404
     );
 }
+
+#[tokio::test]
+async fn segment_consent_categories_and_gpc_are_recorded_when_they_change_something() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let event = |prefs: Value| {
+        json!({"userId": "u-1", "event": "Product Viewed",
+               "context": {"consent": {"categoryPreferences": prefs}}})
+    };
+    let prefs = json!({"Analytics": true, "Advertising": false, "Functional": true});
+    for _ in 0..3 {
+        assert_eq!(
+            app.track(&key, "/v1/track", &event(prefs.clone()))
+                .await
+                .status(),
+            200
+        );
+    }
+    let s = app.get_json("/v1/subjects?user_id=u-1", Some(&dpo)).await;
+    let id = s["subject_id"].as_str().unwrap().to_owned();
+    let history = || async {
+        app.get_json(&format!("/v1/subjects/{id}/consents"), Some(&dpo))
+            .await
+    };
+    let h = history().await;
+    // Only the mapped categories, and only once for three identical events.
+    assert_eq!(h["records"].as_array().unwrap().len(), 2, "{h}");
+    let status = |h: &Value, c: &str| {
+        h["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["consent"] == c)
+            .map(|s| s["status"].clone())
+    };
+    assert_eq!(status(&h, "analytics"), Some(json!("granted")));
+    assert_eq!(status(&h, "advertising"), Some(json!("denied")));
+    assert!(
+        h["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["method"] == "cmp")
+    );
+    app.track(&key, "/v1/track", &event(json!({"Advertising": true})))
+        .await;
+    assert_eq!(
+        status(&history().await, "advertising"),
+        Some(json!("granted"))
+    );
+
+    // The browser's Global Privacy Control opts out of every sale/share purpose.
+    let r = app
+        .client
+        .post(app.url("/v1/track"))
+        .basic_auth(&key, Some(""))
+        .header("Sec-GPC", "1")
+        .json(&json!({"userId": "u-1", "event": "Product Viewed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let h = history().await;
+    assert_eq!(status(&h, "advertising"), Some(json!("denied")));
+    assert_eq!(
+        h["records"].as_array().unwrap().last().unwrap()["method"],
+        "gpc"
+    );
+    assert_eq!(
+        status(&h, "analytics"),
+        Some(json!("granted")),
+        "GPC is not about analytics"
+    );
+
+    // A mapped category that is not a boolean refuses the message; nothing is written.
+    let before = app.count("events", "").await;
+    let r = app
+        .track(&key, "/v1/track", &event(json!({"Analytics": "yes"})))
+        .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("categoryPreferences.Analytics"),
+        "{v}"
+    );
+    assert_eq!(app.count("events", "").await, before);
+}

@@ -72,6 +72,7 @@ pub async fn record(
                 policies,
                 source: actor,
                 scope: Scope::Tracking,
+                gpc: false,
                 request_id,
                 received_at: now,
             };

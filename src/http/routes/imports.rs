@@ -148,6 +148,7 @@ pub async fn create(
             policies: &policies,
             source: auth.actor(),
             scope: Scope::Import { source: q.source },
+            gpc: false,
             request_id: auth.request_id.clone(),
             received_at: state.clock.now(),
         },

@@ -1,7 +1,7 @@
 //! The Segment-compatible tracking API: `POST /v1/identify|track|page|screen|group|alias|batch`,
 //! authenticated by an `ingest` write key as the HTTP Basic user name. A 200 is sent only
 //! after the messages and their audit entry are committed.
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -23,11 +23,20 @@ pub struct Accepted {
     pub duplicates: usize,
 }
 
+/// Whether the browser sent the Global Privacy Control signal (`Sec-GPC: 1`).
+fn gpc(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("sec-gpc")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "1")
+}
+
 async fn ingest(
     state: &AppState,
     auth: &Auth,
     messages: Vec<segment::Message>,
     batched: bool,
+    gpc: bool,
 ) -> Result<HttpResponse, ApiError> {
     let keyring = state.keyring.get();
     let policies = state.policies.get();
@@ -38,6 +47,7 @@ async fn ingest(
         audit: &state.audit,
         policies: &policies,
         scope: crate::profiles::ingest::Scope::Tracking,
+        gpc,
         source: auth.actor(),
         request_id: auth.request_id.clone(),
         received_at: state.clock.now(),
@@ -52,6 +62,7 @@ async fn ingest(
 
 async fn single(
     state: &AppState,
+    req: &HttpRequest,
     auth: Auth,
     body: RawBody,
     kind: Kind,
@@ -59,7 +70,7 @@ async fn single(
     let bytes = body.read(MAX_MESSAGE_BYTES).await?;
     let message = segment::parse_single(kind, &bytes, state.clock.now())
         .map_err(crate::profiles::ingest::IngestError::from)?;
-    ingest(state, &auth, vec![message], false).await
+    ingest(state, &auth, vec![message], false, gpc(req)).await
 }
 
 macro_rules! tracking_route {
@@ -77,10 +88,11 @@ macro_rules! tracking_route {
             (status = 503, description = "Database or audit log unavailable; nothing stored", body = ErrorBody)))]
         pub async fn $name(
             state: web::Data<AppState>,
+            req: HttpRequest,
             auth: Auth,
             body: RawBody,
         ) -> Result<HttpResponse, ApiError> {
-            single(&state, auth, body, $kind).await
+            single(&state, &req, auth, body, $kind).await
         }
     };
 }
@@ -125,11 +137,12 @@ tracking_route!(
     (status = 503, description = "Database or audit log unavailable; nothing stored", body = ErrorBody)))]
 pub async fn batch(
     state: web::Data<AppState>,
+    req: HttpRequest,
     auth: Auth,
     body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
     let bytes = body.read(MAX_BATCH_BYTES).await?;
     let messages = segment::parse_batch(&bytes, state.clock.now())
         .map_err(crate::profiles::ingest::IngestError::from)?;
-    ingest(&state, &auth, messages, true).await
+    ingest(&state, &auth, messages, true, gpc(&req)).await
 }
