@@ -9,7 +9,6 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use consentry::startup::Application;
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use serde_json::json;
 
@@ -19,25 +18,8 @@ const PEOPLE: usize = 200;
 
 async fn run(label: &str, url: Option<String>) {
     let dir = tempfile::tempdir().expect("tmp");
-    let app = Application::build(common::settings(dir.path(), url))
-        .await
-        .expect("app");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let admin = app.bootstrap_token().expect("token").to_owned();
-    let state = app.state();
-    tokio::spawn(app.run_until_stopped());
+    let common::Gateway { base, key, state } = common::gateway(dir.path(), url).await;
     let client = reqwest::Client::new();
-    let key: serde_json::Value = client
-        .post(format!("{base}/v1/keys"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "bench", "role": "ingest"}))
-        .send()
-        .await
-        .expect("key")
-        .json()
-        .await
-        .expect("json");
-    let key = key["token"].as_str().expect("token").to_owned();
     // The people exist already: what is measured is the consent write.
     let people: Vec<serde_json::Value> = (0..PEOPLE)
         .map(|i| {

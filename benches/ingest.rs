@@ -8,7 +8,6 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use consentry::startup::Application;
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 use serde_json::json;
 
@@ -37,25 +36,8 @@ fn batch(b: usize) -> serde_json::Value {
 
 async fn run(label: &str, url: Option<String>) {
     let dir = tempfile::tempdir().expect("tmp");
-    let app = Application::build(common::settings(dir.path(), url))
-        .await
-        .expect("app");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let admin = app.bootstrap_token().expect("token").to_owned();
-    let state = app.state();
-    tokio::spawn(app.run_until_stopped());
+    let common::Gateway { base, key, state } = common::gateway(dir.path(), url).await;
     let client = reqwest::Client::new();
-    let key: serde_json::Value = client
-        .post(format!("{base}/v1/keys"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "bench", "role": "ingest"}))
-        .send()
-        .await
-        .expect("key")
-        .json()
-        .await
-        .expect("json");
-    let key = key["token"].as_str().expect("token").to_owned();
     let bodies: Arc<Vec<String>> = Arc::new((0..BATCHES).map(|b| batch(b).to_string()).collect());
 
     // Consentry: 4 clients share the batches.

@@ -38,3 +38,35 @@ pub async fn fresh_pg(base: &str) -> String {
     url.set_path(&format!("/{name}"));
     url.to_string()
 }
+
+/// A started gateway and an `ingest` key for it. (Every bench compiles this module on its
+/// own; those that drive the API directly do not use it.)
+#[allow(dead_code)]
+pub struct Gateway {
+    pub base: String,
+    pub key: String,
+    pub state: actix_web::web::Data<consentry::startup::AppState>,
+}
+
+#[allow(dead_code)]
+pub async fn gateway(dir: &std::path::Path, url: Option<String>) -> Gateway {
+    let app = consentry::startup::Application::build(settings(dir, url))
+        .await
+        .expect("app");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let admin = app.bootstrap_token().expect("token").to_owned();
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped());
+    let key: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/v1/keys"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "bench", "role": "ingest"}))
+        .send()
+        .await
+        .expect("key")
+        .json()
+        .await
+        .expect("json");
+    let key = key["token"].as_str().expect("token").to_owned();
+    Gateway { base, key, state }
+}

@@ -53,11 +53,8 @@ pub async fn check(settings: Settings, dir: Option<PathBuf>) -> anyhow::Result<E
 /// The configured database, if it exists already (a check never creates one).
 async fn stored_database(settings: &Settings) -> Option<Db> {
     let url = settings.database_url();
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let file = path.split('?').next().unwrap_or(path);
-        if !std::path::Path::new(file).exists() {
-            return None;
-        }
+    if crate::store::sqlite_file(&url).is_some_and(|f| !f.exists()) {
+        return None;
     }
     Db::connect(
         &url,

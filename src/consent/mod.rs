@@ -204,6 +204,7 @@ pub struct Ledger<'a> {
     /// How long a pending grant can be confirmed.
     pub confirm_ttl_secs: i64,
     pub db: &'a Db,
+    pub master: &'a crate::crypto::MasterKey,
     pub keyring: &'a Keyring,
     pub audit: &'a AuditLog,
     pub policies: &'a Policies,
@@ -213,17 +214,9 @@ pub struct Ledger<'a> {
 }
 
 impl Ledger<'_> {
-    /// Checks `req` whole, finds (or, through `create`, makes) its subject, and appends
-    /// the record with its audit entry.
-    pub async fn record<F, Fut>(
-        &self,
-        req: &NewConsent,
-        create: F,
-    ) -> Result<ConsentRecord, ConsentError>
-    where
-        F: FnOnce(String, String) -> Fut,
-        Fut: std::future::Future<Output = Result<(), ConsentError>>,
-    {
+    /// Checks `req` whole, finds (or makes) its subject, and appends the record with its
+    /// audit entry.
+    pub async fn record(&self, req: &NewConsent) -> Result<ConsentRecord, ConsentError> {
         let (consent, double_opt_in) = consent_named(self.policies, &req.purpose)?;
         if !STATUSES.contains(&req.status.as_str()) {
             return Err(invalid("status: use granted, denied or withdrawn"));
@@ -261,7 +254,7 @@ impl Ledger<'_> {
         let (kind, value) = SubjectQuery(req.subject.clone()).identifier(self.policies)?;
         let mut subject = self.find(&kind, &value).await?;
         if subject.is_none() {
-            create(kind.clone(), value.clone()).await?;
+            self.create(&kind, &value).await?;
             subject = self.find(&kind, &value).await?;
         }
         let subject = subject.ok_or(StoreError::Corrupt {
@@ -361,6 +354,30 @@ impl Ledger<'_> {
         self.audit.append(&txn, entry).await?;
         txn.commit().await.map_err(StoreError::from)?;
         Ok(to_record(row))
+    }
+
+    /// A person first seen through a consent, created by the ingest path (identity
+    /// resolution, sealed identifier, its own audit entry).
+    async fn create(&self, kind: &str, value: &str) -> Result<(), ConsentError> {
+        use crate::profiles::ingest::{Ingest, Scope};
+        use crate::profiles::segment::{Kind, Message};
+        let id = format!("consent-{}", uuid::Uuid::new_v4().simple());
+        let mut m = Message::new(Kind::Identify, id, self.now);
+        m.identifiers = vec![(kind.to_owned(), value.to_owned())];
+        let ingest = Ingest {
+            db: self.db,
+            master: self.master,
+            keyring: self.keyring,
+            audit: self.audit,
+            policies: self.policies,
+            source: self.actor.clone(),
+            scope: Scope::Tracking,
+            gpc: false,
+            request_id: self.request_id.clone(),
+            received_at: self.now,
+        };
+        ingest.run(&[m], false).await?;
+        Ok(())
     }
 
     async fn find(&self, kind: &str, value: &str) -> Result<Option<String>, ConsentError> {

@@ -11,11 +11,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use sea_orm::ConnectionTrait;
 use serde_json::Value;
 
+use super::normalise_identifier;
 use super::segment::{Kind, Message, MessageError};
 use crate::audit::{AuditError, AuditLog, NewEntry, Outcome};
 use crate::crypto::{Keyring, KeyringError, MasterKey, SubjectKey};
 use crate::domain::aggregates::Aggregates;
-use crate::domain::{Actor, Email, Phone, Timestamp};
+use crate::domain::{Actor, Timestamp};
 use crate::policy::{IdSource, Policies};
 use crate::store::profiles::{self as repo, EventRow, IdentifierRow, NewSubject, TraitRow};
 use crate::store::{Db, StoreError, aggregates};
@@ -179,20 +180,21 @@ fn identifiers<'p>(
         let s = v
             .as_str()
             .ok_or_else(|| invalid(batched, i, name, "must be a string".into()))?;
-        let e = Email::parse(s).map_err(|r| invalid(batched, i, name, r))?;
-        all.push(("email", e.as_ref().to_owned()));
+        let e = normalise_identifier("email", s, None).map_err(|r| invalid(batched, i, name, r))?;
+        all.push(("email", e));
     }
     if let Some(v) = m.traits.get("phone").filter(|v| !v.is_null()) {
         let s = v
             .as_str()
             .ok_or_else(|| invalid(batched, i, "traits.phone", "must be a string".into()))?;
-        let p = Phone::parse(s, None).map_err(|r| invalid(batched, i, "traits.phone", r))?;
-        all.push(("phone", p.as_ref().to_owned()));
+        let p = normalise_identifier("phone", s, None)
+            .map_err(|r| invalid(batched, i, "traits.phone", r))?;
+        all.push(("phone", p));
     }
     for ext in &policies.external_ids {
         if let Some((name, v)) = external_value(m, &ext.from) {
-            let value = match v {
-                Value::String(s) => s.trim().to_owned(),
+            let raw = match v {
+                Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
                 _ => {
                     return Err(invalid(
@@ -203,14 +205,8 @@ fn identifiers<'p>(
                     ));
                 }
             };
-            if value.is_empty() || value.len() > 256 {
-                return Err(invalid(
-                    batched,
-                    i,
-                    &name,
-                    "must be 1 to 256 characters".into(),
-                ));
-            }
+            let value = normalise_identifier(&ext.kind, &raw, None)
+                .map_err(|r| invalid(batched, i, &name, r))?;
             all.push((ext.kind.as_str(), value));
         }
     }
@@ -382,10 +378,7 @@ impl Ingest<'_> {
             repo::seen(c, &subject, first, last).await?;
         }
         for ((subject, consent), (status, method, at)) in std::mem::take(&mut pending.consents) {
-            let latest = crate::store::consents::history(c, &subject)
-                .await?
-                .into_iter()
-                .rfind(|r| r.consent == consent);
+            let latest = crate::store::consents::latest(c, &subject, &consent).await?;
             // Nothing new; and a CMP's "yes" never undoes a confirmed double opt-in.
             if latest.is_some_and(|r| {
                 r.status == status || (status == "pending" && r.status == "granted")

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::audit::{AuditError, AuditLog, NewEntry, Outcome};
 use crate::crypto::Keyring;
-use crate::domain::{Actor, Email, Phone, Timestamp};
+use crate::domain::{Actor, Timestamp};
 use crate::policy::Policies;
 use crate::store::profiles as repo;
 use crate::store::{Db, StoreError};
@@ -84,20 +84,7 @@ impl SubjectQuery {
         let (Some((kind, value)), None) = (given.next(), given.next()) else {
             return Err(bad("", format!("give exactly one of {kinds}")));
         };
-        let value = match kind.as_str() {
-            "email" => Email::parse(value)
-                .map_err(|r| bad("email", r))?
-                .as_ref()
-                .to_owned(),
-            "phone" => Phone::parse(value, None)
-                .map_err(|r| bad("phone", r))?
-                .as_ref()
-                .to_owned(),
-            _ => value.trim().to_owned(),
-        };
-        if value.is_empty() {
-            return Err(bad(kind, "must not be empty"));
-        }
+        let value = super::normalise_identifier(kind, value, None).map_err(|r| bad(kind, r))?;
         Ok((kind.clone(), value))
     }
 }

@@ -75,6 +75,23 @@ pub async fn history<C: ConnectionTrait>(
         .collect())
 }
 
+/// The subject's latest record for one consent (by capture, then recording time).
+pub async fn latest<C: ConnectionTrait>(
+    c: &C,
+    subject_id: &str,
+    consent_name: &str,
+) -> Result<Option<ConsentRow>, StoreError> {
+    Ok(Consent::find()
+        .filter(consent::Column::SubjectId.eq(subject_id))
+        .filter(consent::Column::Consent.eq(consent_name))
+        .order_by_desc(consent::Column::CapturedAt)
+        .order_by_desc(consent::Column::RecordedAt)
+        .order_by_desc(consent::Column::Id)
+        .one(c)
+        .await?
+        .map(ConsentRow::from))
+}
+
 /// Re-points a merged subject's records to the subject it was merged into.
 pub async fn repoint<C: ConnectionTrait>(c: &C, from: &str, into: &str) -> Result<(), StoreError> {
     use sea_orm::sea_query::Expr;

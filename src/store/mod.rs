@@ -82,13 +82,7 @@ pub struct Db {
 impl Db {
     /// Connects to `sqlite://PATH` (created if missing, WAL, foreign keys on) or `postgres://...`.
     pub async fn connect(url: &str, options: &DbOptions) -> Result<Self, StoreError> {
-        let sqlite_path = if url.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(url)
-                .ok()
-                .map(|o| o.get_filename().to_path_buf())
-        } else {
-            None
-        };
+        let sqlite_path = sqlite_file(url);
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.max_connections(options.max_connections)
             .min_connections(1)
@@ -181,6 +175,16 @@ impl Db {
 }
 
 /// Checks that a `sqlite:`/`postgres:` URL is one we can open, without opening it.
+/// The file a `sqlite:` URL names; `None` for PostgreSQL or an unparsable URL.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    SqliteConnectOptions::from_str(url)
+        .ok()
+        .map(|o| o.get_filename().to_path_buf())
+}
+
 pub fn check_url(url: &str) -> Result<(), String> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(());

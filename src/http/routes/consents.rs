@@ -2,11 +2,9 @@
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
-use crate::consent::{ConsentError, ConsentHistory, ConsentRecord, Ledger, NewConsent};
+use crate::consent::{ConsentHistory, ConsentRecord, Ledger, NewConsent};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{Authorized, DpoOnly, IngestOrDpo, JsonBody, Query};
-use crate::profiles::ingest::{Ingest, Scope};
-use crate::profiles::segment::{Kind, Message};
 use crate::startup::AppState;
 
 fn ledger<'a>(
@@ -19,6 +17,7 @@ fn ledger<'a>(
     Ledger {
         confirm_ttl_secs: i64::try_from(state.settings.double_opt_in_ttl_secs).unwrap_or(i64::MAX),
         db: &state.db,
+        master: &state.master,
         keyring,
         audit: &state.audit,
         policies,
@@ -53,37 +52,7 @@ pub async fn record(
         auth.actor(),
         auth.request_id.clone(),
     );
-    let create = |kind: String, value: String| {
-        let (state, keyring, policies, actor) = (&state, &keyring, &policies, auth.actor());
-        let request_id = auth.request_id.clone();
-        async move {
-            let now = state.clock.now();
-            let mut m = Message::new(
-                Kind::Identify,
-                format!("consent-{}", uuid::Uuid::new_v4().simple()),
-                now,
-            );
-            m.identifiers = vec![(kind, value)];
-            let ingest = Ingest {
-                db: &state.db,
-                master: &state.master,
-                keyring,
-                audit: &state.audit,
-                policies,
-                source: actor,
-                scope: Scope::Tracking,
-                gpc: false,
-                request_id,
-                received_at: now,
-            };
-            ingest
-                .run(&[m], false)
-                .await
-                .map(|_| ())
-                .map_err(ConsentError::from)
-        }
-    };
-    let record = ledger.record(&req, create).await?;
+    let record = ledger.record(&req).await?;
     Ok(HttpResponse::Created().json(record))
 }
 

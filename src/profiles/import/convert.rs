@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use super::RowError;
 use super::mapping::{Mapping, ValueType};
 use super::rows::RawRow;
-use crate::domain::{Email, Phone, Timestamp};
+use crate::domain::Timestamp;
 use crate::profiles::segment::{EARLIEST_US, Kind, Message};
 
 /// A row ready to ingest.
@@ -132,15 +132,7 @@ impl<'a> Converter<'a> {
                 errors.push(RowError::new(line, Some(col), "must be text or a number"));
                 continue;
             };
-            let normalised = match kind.as_str() {
-                "email" => Email::parse(&s).map(|e| e.as_ref().to_owned()),
-                "phone" => {
-                    Phone::parse(&s, m.default_region.as_deref()).map(|p| p.as_ref().to_owned())
-                }
-                _ if s.len() > 256 => Err("is longer than 256 characters".to_owned()),
-                _ => Ok(s),
-            };
-            match normalised {
+            match crate::profiles::normalise_identifier(kind, &s, m.default_region.as_deref()) {
                 Ok(n) => identifiers.push((kind.clone(), n)),
                 Err(reason) => errors.push(RowError::new(line, Some(col), &reason)),
             }
