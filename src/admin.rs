@@ -124,6 +124,9 @@ pub struct Context<'a> {
 
 /// Creates a key; returns it and the token, which is shown once and never stored.
 pub async fn create_key(ctx: &Context<'_>, new: NewKey) -> Result<(KeyInfo, String), AdminError> {
+    if let Some(recipient) = &new.recipient {
+        check_recipient(ctx.db, recipient.as_ref(), &new.purposes).await?;
+    }
     let (row, token) = generate_key(new, ctx.now).await?;
     let txn = ctx.db.begin_write().await?;
     store::api_keys::insert(&txn, &row).await?;
@@ -136,6 +139,27 @@ pub async fn create_key(ctx: &Context<'_>, new: NewKey) -> Result<(KeyInfo, Stri
     ctx.audit.append(&txn, entry).await?;
     txn.commit().await.map_err(StoreError::from)?;
     Ok((KeyInfo::from(&row), token))
+}
+
+/// An esp key acts for a registered recipient and only for purposes it is registered for.
+async fn check_recipient(db: &Db, id: &str, purposes: &[PurposeId]) -> Result<(), AdminError> {
+    let Some(r) = store::recipients::get(db.conn(), id).await? else {
+        return Err(AdminError::Invalid(format!(
+            "recipient `{id}` is not registered; create it first (POST /v1/recipients)"
+        )));
+    };
+    let extra: Vec<&str> = purposes
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|p| !r.purposes.iter().any(|q| q == p))
+        .collect();
+    if !extra.is_empty() {
+        return Err(AdminError::Invalid(format!(
+            "purposes: recipient `{id}` is not registered for {}",
+            extra.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// A new key's row and its token (argon2 runs off the async threads).

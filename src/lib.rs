@@ -18,4 +18,5 @@ pub mod policy;
 pub mod profiles;
 pub mod startup;
 pub mod store;
+pub mod subject_requests;
 pub mod telemetry;

@@ -33,6 +33,28 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
+impl AppState {
+    /// Loads the keyring again from the database and puts it in force.
+    pub async fn reload_keyring(&self) -> Result<Arc<Keyring>, crate::crypto::KeyringError> {
+        self.keyring
+            .replace(Keyring::load(self.db.conn(), &self.master).await?);
+        Ok(self.keyring.get())
+    }
+
+    /// The keyring, reloaded first when it has no key for `recipient` yet (a recipient
+    /// created on another node since this one last loaded it).
+    pub async fn keyring_for(
+        &self,
+        recipient: &str,
+    ) -> Result<Arc<Keyring>, crate::crypto::KeyringError> {
+        let keyring = self.keyring.get();
+        if keyring.recipient_versions(recipient).is_empty() {
+            return self.reload_keyring().await;
+        }
+        Ok(keyring)
+    }
+}
+
 /// The services a command needs: storage migrated, keyring loaded, audit log ready.
 pub struct Core {
     pub settings: Arc<Settings>,

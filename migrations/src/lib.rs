@@ -6,6 +6,7 @@ mod m20261203_000002_profiles;
 mod m20261203_000003_aggregates;
 mod m20261203_000004_suppressions;
 mod m20261203_000005_consents;
+mod m20261203_000006_recipients;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000003_aggregates::Migration),
             Box::new(m20261203_000004_suppressions::Migration),
             Box::new(m20261203_000005_consents::Migration),
+            Box::new(m20261203_000006_recipients::Migration),
         ]
     }
 }

@@ -104,16 +104,29 @@ enum KeysCommand {
         /// The key id (see `consentry keys list`).
         id: String,
     },
-    /// Add a new version of a keyring key; older versions keep working until retired.
+    /// Add a new version of a keyring key, or of one recipient's pseudonym key; older
+    /// versions keep working until retired.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["kind", "recipient"])))]
     Rotate {
         /// blind_index, pseudonym, token_signing, checkpoint_signing, audit_subject or suppression.
         #[arg(long)]
-        kind: String,
+        kind: Option<String>,
+        /// A recipient id: start a new version of its pseudonym key.
+        #[arg(long)]
+        recipient: Option<String>,
+        /// With --recipient: retire this version (`v1` or `1`) instead of adding one; the
+        /// pseudonyms made with it stop resolving.
+        #[arg(long, requires = "recipient", value_name = "vN")]
+        retire: Option<String>,
     },
-    /// Retire a keyring key version.
+    /// Retire a keyring key version, or a version of a recipient's pseudonym key.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["kind", "recipient"])))]
     Retire {
         #[arg(long)]
-        kind: String,
+        kind: Option<String>,
+        /// A recipient id.
+        #[arg(long)]
+        recipient: Option<String>,
         #[arg(long)]
         version: i32,
     },
@@ -221,7 +234,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Ropa { format } => {
             crate::telemetry::init(settings.log_format, "warn");
-            policy::ropa(settings, &format)
+            policy::ropa(settings, &format).await
         }
         Command::Policy(PolicyCommand::Check { dir }) => {
             crate::telemetry::init(settings.log_format, "warn");
@@ -262,9 +275,25 @@ fn context<'a>(core: &'a Core) -> Context<'a> {
     }
 }
 
+fn registry<'a>(
+    core: &'a Core,
+    policies: &'a crate::policy::Policies,
+) -> crate::policy::recipients::Registry<'a> {
+    crate::policy::recipients::Registry {
+        db: &core.db,
+        master: &core.master,
+        audit: &core.audit,
+        policies,
+        actor: Actor::cli(),
+        request_id: None,
+        now: core.clock.now(),
+    }
+}
+
 async fn keys(settings: Settings, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(settings.log_format, "warn");
     let core = Core::open(settings, Arc::new(SystemClock)).await?;
+    let policies = core.policies.get();
     match cmd {
         KeysCommand::Create(a) => {
             let role: Role = a.role.parse()?;
@@ -306,16 +335,50 @@ async fn keys(settings: Settings, cmd: KeysCommand) -> anyhow::Result<ExitCode> 
                 core.settings.token_cache_ttl_secs
             );
         }
-        KeysCommand::Rotate { kind } => {
-            let kind: KeyKind = kind.parse().map_err(anyhow::Error::msg)?;
-            let v = admin::rotate(&context(&core), &core.master, kind).await?;
-            eprintln!("{kind} is now at version {v}; running gateways pick it up within 60 s");
-        }
-        KeysCommand::Retire { kind, version } => {
-            let kind: KeyKind = kind.parse().map_err(anyhow::Error::msg)?;
-            admin::retire(&context(&core), kind, version).await?;
-            eprintln!("{kind} version {version} retired");
-        }
+        KeysCommand::Rotate {
+            kind,
+            recipient,
+            retire,
+        } => match (kind, recipient, retire) {
+            (_, Some(r), Some(v)) => {
+                let version: i32 = v
+                    .trim_start_matches('v')
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--retire: a version such as v1"))?;
+                registry(&core, &policies).retire(&r, version).await?;
+                eprintln!(
+                    "{r}'s pseudonym key version {version} retired; its pseudonyms answer 410 within 60 s on running gateways"
+                );
+            }
+            (_, Some(r), None) => {
+                let v = registry(&core, &policies).rotate(&r).await?;
+                eprintln!(
+                    "{r}'s pseudonym key is now at version {v}; older pseudonyms keep resolving until retired"
+                );
+            }
+            (Some(kind), None, _) => {
+                let kind: KeyKind = kind.parse().map_err(anyhow::Error::msg)?;
+                let v = admin::rotate(&context(&core), &core.master, kind).await?;
+                eprintln!("{kind} is now at version {v}; running gateways pick it up within 60 s");
+            }
+            (None, None, _) => anyhow::bail!("give --kind or --recipient"),
+        },
+        KeysCommand::Retire {
+            kind,
+            recipient,
+            version,
+        } => match (kind, recipient) {
+            (_, Some(r)) => {
+                registry(&core, &policies).retire(&r, version).await?;
+                eprintln!("{r}'s pseudonym key version {version} retired");
+            }
+            (Some(kind), None) => {
+                let kind: KeyKind = kind.parse().map_err(anyhow::Error::msg)?;
+                admin::retire(&context(&core), kind, version).await?;
+                eprintln!("{kind} version {version} retired");
+            }
+            (None, None) => anyhow::bail!("give --kind or --recipient"),
+        },
     }
     core.db.close().await?;
     Ok(ExitCode::SUCCESS)

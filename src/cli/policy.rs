@@ -68,13 +68,30 @@ async fn stored_database(settings: &Settings) -> Option<Db> {
 }
 
 /// `consentry ropa`: the record of processing activities from the configured policies.
-pub fn ropa(settings: Settings, format: &str) -> anyhow::Result<ExitCode> {
+pub async fn ropa(settings: Settings, format: &str) -> anyhow::Result<ExitCode> {
     let policies = Policies::load(&settings.policies).map_err(|e| {
         let problems: Vec<String> = e.0.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("the policies are invalid: {}", problems.join("; "))
     })?;
     let now = crate::domain::Clock::now(&crate::domain::SystemClock).to_rfc3339();
-    let record = crate::policy::ropa::Ropa::generate(&policies, &settings.controller_name, now);
+    // The registered recipients, when the database exists already (never created here).
+    let registered = match stored_database(&settings).await {
+        Some(db) => {
+            let rows = crate::store::recipients::all(db.conn()).await;
+            db.close().await.ok();
+            rows.unwrap_or_else(|e| {
+                eprintln!("cannot read the registered recipients ({e}); is the database migrated? listing none");
+                Vec::new()
+            })
+        }
+        None => Vec::new(),
+    };
+    let record = crate::policy::ropa::Ropa::generate(
+        &policies,
+        &registered,
+        &settings.controller_name,
+        now,
+    );
     match format {
         "markdown" => print!("{}", record.to_markdown()),
         "json" => println!("{}", serde_json::to_string_pretty(&record)?),

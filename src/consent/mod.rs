@@ -173,8 +173,13 @@ fn bounded(field: &str, v: &Option<String>, max: usize) -> Result<(), ConsentErr
     }
 }
 
-/// Which consent a request names: a consent, or a consent-based purpose's consent.
-fn consent_named(policies: &Policies, name: &str) -> Result<(String, bool), ConsentError> {
+/// Which consent a request names: a consent, or a consent-based purpose's consent; or,
+/// for a refusal of a legitimate-interest purpose, that purpose (an objection, Art. 21).
+fn consent_named(
+    policies: &Policies,
+    name: &str,
+    status: &str,
+) -> Result<(String, bool), ConsentError> {
     let set = &policies.purposes;
     if let Some(c) = set.consents.iter().find(|c| c.name == name) {
         return Ok((c.name.clone(), c.double_opt_in));
@@ -185,8 +190,16 @@ fn consent_named(policies: &Policies, name: &str) -> Result<(String, bool), Cons
             let double = set.consents.iter().any(|k| k.name == c && k.double_opt_in);
             Ok((c, double))
         }
+        Some(p) if p.legal_basis == LegalBasis::LegitimateInterest && status != "granted" => {
+            Ok((p.name.clone(), false))
+        }
+        Some(p) if p.legal_basis == LegalBasis::LegitimateInterest => {
+            Err(ConsentError::Refused(format!(
+                "purpose: `{name}` rests on legitimate interest, so there is nothing to grant; record `denied` or `withdrawn` to object to it (Art. 21)"
+            )))
+        }
         Some(p) => Err(ConsentError::Refused(format!(
-            "purpose: `{name}` is not consent-based (its legal basis is {}); nothing to grant",
+            "purpose: `{name}` is not consent-based (its legal basis is {}); nothing to grant or object to",
             p.legal_basis.as_str()
         ))),
         None => Err(invalid(format!(
@@ -217,7 +230,7 @@ impl Ledger<'_> {
     /// Checks `req` whole, finds (or makes) its subject, and appends the record with its
     /// audit entry.
     pub async fn record(&self, req: &NewConsent) -> Result<ConsentRecord, ConsentError> {
-        let (consent, double_opt_in) = consent_named(self.policies, &req.purpose)?;
+        let (consent, double_opt_in) = consent_named(self.policies, &req.purpose, &req.status)?;
         if !STATUSES.contains(&req.status.as_str()) {
             return Err(invalid("status: use granted, denied or withdrawn"));
         }

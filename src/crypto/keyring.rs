@@ -28,6 +28,10 @@ pub enum KeyringError {
     NoSuchVersion { kind: KeyKind, version: i32 },
     #[error("stored {0} key is malformed")]
     Malformed(KeyKind),
+    #[error("recipient {0} has no active pseudonym key")]
+    NoRecipientKey(String),
+    #[error("recipient {recipient} has no pseudonym key version {version}")]
+    NoSuchRecipientVersion { recipient: String, version: i32 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -124,22 +128,36 @@ impl KeyVersion {
 #[derive(Debug, Default)]
 pub struct Keyring {
     kinds: BTreeMap<KeyKind, Vec<KeyVersion>>,
+    /// Each recipient's pseudonym key versions, by recipient id.
+    recipients: BTreeMap<String, Vec<KeyVersion>>,
 }
 
-fn aad(kind: KeyKind, version: i32) -> Vec<u8> {
+fn aad(kind: &str, version: i32) -> Vec<u8> {
     format!("consentry-keyring/v1|{kind}|{version}").into_bytes()
+}
+
+/// A recipient's pseudonym keys are stored as kind `pseudonym:<recipient id>`.
+const RECIPIENT_PREFIX: &str = "pseudonym:";
+
+fn recipient_kind(recipient: &str) -> String {
+    format!("{RECIPIENT_PREFIX}{recipient}")
 }
 
 impl Keyring {
     /// Loads and unwraps every stored version. Unknown kinds (from a newer release) are skipped.
     pub async fn load<C: ConnectionTrait>(c: &C, master: &MasterKey) -> Result<Self, KeyringError> {
         let mut kinds: BTreeMap<KeyKind, Vec<KeyVersion>> = BTreeMap::new();
+        let mut recipients: BTreeMap<String, Vec<KeyVersion>> = BTreeMap::new();
         for row in store::keyring::all(c).await? {
-            let Ok(kind) = row.kind.parse::<KeyKind>() else {
+            let slot = if let Some(r) = row.kind.strip_prefix(RECIPIENT_PREFIX) {
+                recipients.entry(r.to_owned()).or_default()
+            } else if let Ok(kind) = row.kind.parse::<KeyKind>() {
+                kinds.entry(kind).or_default()
+            } else {
                 continue;
             };
-            let material = master.unwrap(&aad(kind, row.version), &row.wrapped)?;
-            kinds.entry(kind).or_default().push(KeyVersion {
+            let material = master.unwrap(&aad(&row.kind, row.version), &row.wrapped)?;
+            slot.push(KeyVersion {
                 version: row.version,
                 material,
                 public_key: row.public_key,
@@ -147,7 +165,7 @@ impl Keyring {
                 retired: row.retired_at.is_some(),
             });
         }
-        Ok(Self { kinds })
+        Ok(Self { kinds, recipients })
     }
 
     /// The newest version that is not retired: the one used to sign and to write.
@@ -172,6 +190,29 @@ impl Keyring {
         self.kinds.get(&kind).map(Vec::as_slice).unwrap_or(&[])
     }
 
+    /// A recipient's newest active pseudonym key.
+    pub fn recipient_current(&self, recipient: &str) -> Result<&KeyVersion, KeyringError> {
+        self.recipients
+            .get(recipient)
+            .and_then(|vs| vs.iter().rev().find(|v| !v.retired))
+            .ok_or_else(|| KeyringError::NoRecipientKey(recipient.to_owned()))
+    }
+
+    /// One of a recipient's pseudonym key versions, retired or not.
+    pub fn recipient_version(&self, recipient: &str, version: i32) -> Option<&KeyVersion> {
+        self.recipients
+            .get(recipient)?
+            .iter()
+            .find(|v| v.version == version)
+    }
+
+    pub fn recipient_versions(&self, recipient: &str) -> &[KeyVersion] {
+        self.recipients
+            .get(recipient)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
     pub fn missing_kinds(&self) -> Vec<KeyKind> {
         KeyKind::ALL
             .into_iter()
@@ -187,14 +228,6 @@ pub async fn create_version<C: ConnectionTrait>(
     kind: KeyKind,
     now: Timestamp,
 ) -> Result<i32, KeyringError> {
-    let existing = store::keyring::all(c).await?;
-    let version = existing
-        .iter()
-        .filter(|r| r.kind == kind.as_str())
-        .map(|r| r.version)
-        .max()
-        .unwrap_or(0)
-        + 1;
     let (material, public_key) = match kind {
         KeyKind::CheckpointSigning => {
             let rng = ring::rand::SystemRandom::new();
@@ -208,11 +241,41 @@ pub async fn create_version<C: ConnectionTrait>(
         }
         _ => (random_bytes::<32>()?.to_vec(), None),
     };
+    insert_version(c, master, kind.as_str(), material, public_key, now).await
+}
+
+/// Adds a new pseudonym key version for one recipient (its first when it has none).
+pub async fn create_recipient_version<C: ConnectionTrait>(
+    c: &C,
+    master: &MasterKey,
+    recipient: &str,
+    now: Timestamp,
+) -> Result<i32, KeyringError> {
+    let material = random_bytes::<32>()?.to_vec();
+    insert_version(c, master, &recipient_kind(recipient), material, None, now).await
+}
+
+async fn insert_version<C: ConnectionTrait>(
+    c: &C,
+    master: &MasterKey,
+    kind: &str,
+    material: Vec<u8>,
+    public_key: Option<Vec<u8>>,
+    now: Timestamp,
+) -> Result<i32, KeyringError> {
+    let existing = store::keyring::all(c).await?;
+    let version = existing
+        .iter()
+        .filter(|r| r.kind == kind)
+        .map(|r| r.version)
+        .max()
+        .unwrap_or(0)
+        + 1;
     let wrapped = master.wrap(&aad(kind, version), &material)?;
     store::keyring::insert(
         c,
         &WrappedKey {
-            kind: kind.as_str().to_owned(),
+            kind: kind.to_owned(),
             version,
             wrapped,
             public_key,
@@ -231,22 +294,55 @@ pub async fn retire_version<C: ConnectionTrait>(
     version: i32,
     now: Timestamp,
 ) -> Result<(), KeyringError> {
+    match retire_named(c, kind.as_str(), version, now).await? {
+        Retired::Done => Ok(()),
+        Retired::NoSuchVersion => Err(KeyringError::NoSuchVersion { kind, version }),
+        Retired::LastActive => Err(KeyringError::NoActiveKey(kind)),
+    }
+}
+
+/// Retires one of a recipient's pseudonym key versions: its pseudonyms stop resolving.
+pub async fn retire_recipient_version<C: ConnectionTrait>(
+    c: &C,
+    recipient: &str,
+    version: i32,
+    now: Timestamp,
+) -> Result<(), KeyringError> {
+    match retire_named(c, &recipient_kind(recipient), version, now).await? {
+        Retired::Done => Ok(()),
+        Retired::NoSuchVersion => Err(KeyringError::NoSuchRecipientVersion {
+            recipient: recipient.to_owned(),
+            version,
+        }),
+        Retired::LastActive => Err(KeyringError::NoRecipientKey(recipient.to_owned())),
+    }
+}
+
+enum Retired {
+    Done,
+    NoSuchVersion,
+    LastActive,
+}
+
+async fn retire_named<C: ConnectionTrait>(
+    c: &C,
+    kind: &str,
+    version: i32,
+    now: Timestamp,
+) -> Result<Retired, KeyringError> {
     let rows = store::keyring::all(c).await?;
     let active: Vec<_> = rows
         .iter()
-        .filter(|r| r.kind == kind.as_str() && r.retired_at.is_none())
+        .filter(|r| r.kind == kind && r.retired_at.is_none())
         .collect();
-    if !rows
-        .iter()
-        .any(|r| r.kind == kind.as_str() && r.version == version)
-    {
-        return Err(KeyringError::NoSuchVersion { kind, version });
+    if !rows.iter().any(|r| r.kind == kind && r.version == version) {
+        return Ok(Retired::NoSuchVersion);
     }
     if active.len() == 1 && active[0].version == version {
-        return Err(KeyringError::NoActiveKey(kind));
+        return Ok(Retired::LastActive);
     }
-    store::keyring::retire(c, kind.as_str(), version, now.unix_micros()).await?;
-    Ok(())
+    store::keyring::retire(c, kind, version, now.unix_micros()).await?;
+    Ok(Retired::Done)
 }
 
 /// The keyring every request reads; replaced whole when it is reloaded.

@@ -92,6 +92,23 @@ impl MasterKey {
         Ok((Self::from_bytes(&bytes)?, MasterKeySource::Generated(path)))
     }
 
+    /// Wraps a recipient's webhook secret, bound to the recipient's id.
+    pub fn wrap_webhook_secret(
+        &self,
+        recipient: &str,
+        secret: &[u8],
+    ) -> Result<Vec<u8>, KeyringError> {
+        self.wrap(&webhook_aad(recipient), secret)
+    }
+
+    pub fn unwrap_webhook_secret(
+        &self,
+        recipient: &str,
+        wrapped: &[u8],
+    ) -> Result<Vec<u8>, KeyringError> {
+        self.unwrap(&webhook_aad(recipient), wrapped)
+    }
+
     pub(super) fn wrap(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, KeyringError> {
         let nonce_bytes = random_bytes::<NONCE_LEN>()?;
         let nonce = aead::Nonce::assume_unique_for_key(nonce_bytes);
@@ -119,6 +136,10 @@ impl MasterKey {
             .map_err(|_| KeyringError::Unwrap)?;
         Ok(plain.to_vec())
     }
+}
+
+fn webhook_aad(recipient: &str) -> Vec<u8> {
+    format!("consentry-webhook-secret/v1|{recipient}").into_bytes()
 }
 
 /// Writes a file readable only by its owner (0600), creating its directory.

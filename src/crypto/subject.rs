@@ -10,7 +10,8 @@ use std::fmt;
 
 use ring::aead;
 
-use super::{KeyKind, Keyring, KeyringError, MasterKey, hmac_sha256, random_bytes};
+use super::{KeyKind, KeyVersion, Keyring, KeyringError, MasterKey, hmac_sha256, random_bytes};
+use crate::domain::Pseudonym;
 
 const NONCE_LEN: usize = 12;
 
@@ -90,6 +91,21 @@ fn index_with(prefix: &str, key: &[u8], version: i32, kind: &str, normalised: &s
     format!("{prefix}{version}.{}", hex::encode(hmac_sha256(key, &data)))
 }
 
+fn pseudonym_with(key: &KeyVersion, recipient: &str, subject_id: &str) -> Pseudonym {
+    use base64::Engine;
+    // The recipient id is bound into the MAC as well as the key: two recipients never
+    // share a pseudonym even if an operator restored one's key for another.
+    let mut data = Vec::with_capacity(recipient.len() + 1 + subject_id.len());
+    data.extend_from_slice(recipient.as_bytes());
+    data.push(0);
+    data.extend_from_slice(subject_id.as_bytes());
+    let mac = hmac_sha256(key.material(), &data);
+    Pseudonym::from_parts(
+        key.version,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac),
+    )
+}
+
 impl Keyring {
     /// The blind index of a normalised identifier under the current key version.
     pub fn blind_index(&self, kind: &str, normalised: &str) -> Result<String, KeyringError> {
@@ -124,6 +140,29 @@ impl Keyring {
             .filter(|v| !v.retired)
             .map(|v| index_with("rk", v.material(), v.version, &kind, row_key))
             .collect()
+    }
+
+    /// The subject's pseudonym for a recipient under its current key:
+    /// `ps<version>.<base64url(HMAC-SHA256(recipient key, subject id))>`.
+    pub fn pseudonym(&self, recipient: &str, subject_id: &str) -> Result<Pseudonym, KeyringError> {
+        let key = self.recipient_current(recipient)?;
+        Ok(pseudonym_with(key, recipient, subject_id))
+    }
+
+    /// The subject's pseudonym under one given version of the recipient's key.
+    pub fn pseudonym_under(
+        &self,
+        recipient: &str,
+        version: i32,
+        subject_id: &str,
+    ) -> Result<Pseudonym, KeyringError> {
+        let key = self.recipient_version(recipient, version).ok_or_else(|| {
+            KeyringError::NoSuchRecipientVersion {
+                recipient: recipient.to_owned(),
+                version,
+            }
+        })?;
+        Ok(pseudonym_with(key, recipient, subject_id))
     }
 
     /// The suppression-list hash of a normalised identifier, under the current key of

@@ -6,7 +6,7 @@ mod role;
 mod time;
 
 pub use contact::{Email, Phone};
-pub use ids::{PurposeId, RecipientId};
+pub use ids::{Pseudonym, PurposeId, RecipientId};
 pub use role::{Role, RoleParseError};
 pub use time::{Clock, SystemClock, Timestamp};
 

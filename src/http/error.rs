@@ -35,10 +35,14 @@ pub enum ErrorCode {
     DatabaseUnavailable,
     NotReady,
     LinkExpired,
+    Conflict,
+    UnknownPurpose,
+    InvalidPseudonym,
+    PseudonymRetired,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidQuery,
@@ -59,6 +63,10 @@ impl ErrorCode {
         ErrorCode::DatabaseUnavailable,
         ErrorCode::NotReady,
         ErrorCode::LinkExpired,
+        ErrorCode::Conflict,
+        ErrorCode::UnknownPurpose,
+        ErrorCode::InvalidPseudonym,
+        ErrorCode::PseudonymRetired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +102,10 @@ impl ErrorCode {
             C::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
             C::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             C::LinkExpired => (StatusCode::GONE, "link_expired"),
+            C::Conflict => (StatusCode::CONFLICT, "conflict"),
+            C::UnknownPurpose => (StatusCode::BAD_REQUEST, "unknown_purpose"),
+            C::InvalidPseudonym => (StatusCode::BAD_REQUEST, "invalid_pseudonym"),
+            C::PseudonymRetired => (StatusCode::GONE, "pseudonym_retired"),
         }
     }
 }
@@ -294,6 +306,59 @@ impl From<crate::consent::ConsentError> for ApiError {
             E::Store(s) => s.into(),
             E::Audit(a) => a.into(),
             E::Ingest(i) => i.into(),
+        }
+    }
+}
+
+impl From<crate::policy::recipients::RecipientError> for ApiError {
+    fn from(e: crate::policy::recipients::RecipientError) -> Self {
+        use crate::policy::recipients::RecipientError as E;
+        match e {
+            E::Invalid(m) => ApiError::new(ErrorCode::ValidationFailed, m),
+            E::Exists(_) => ApiError::new(ErrorCode::Conflict, e.to_string()),
+            E::NotFound => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::Keyring(k) => k.into(),
+            E::Store(s) => s.into(),
+            E::Audit(a) => a.into(),
+        }
+    }
+}
+
+impl From<crate::policy::gate::AuthorizeError> for ApiError {
+    fn from(e: crate::policy::gate::AuthorizeError) -> Self {
+        use crate::policy::gate::AuthorizeError as E;
+        match e {
+            E::UnknownPurpose(_) => ApiError::new(ErrorCode::UnknownPurpose, e.to_string()),
+            E::Forbidden(m) => ApiError::new(ErrorCode::Forbidden, m),
+            E::UnknownRecipient => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<crate::policy::gate::GateError> for ApiError {
+    fn from(e: crate::policy::gate::GateError) -> Self {
+        use crate::policy::gate::GateError as E;
+        match e {
+            E::InvalidPseudonym(_) => ApiError::new(ErrorCode::InvalidPseudonym, e.to_string()),
+            E::Retired(_) => ApiError::new(ErrorCode::PseudonymRetired, e.to_string()),
+            E::NotFound => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::Invalid(m) => ApiError::new(ErrorCode::BadRequest, m),
+            E::Store(s) => s.into(),
+            E::Audit(a) => a.into(),
+            E::Keyring(k) => ApiError::opaque(ErrorCode::Internal, &k),
+        }
+    }
+}
+
+impl From<crate::subject_requests::restriction::RestrictionError> for ApiError {
+    fn from(e: crate::subject_requests::restriction::RestrictionError) -> Self {
+        use crate::subject_requests::restriction::RestrictionError as E;
+        match e {
+            E::Invalid(m) => ApiError::new(ErrorCode::ValidationFailed, m),
+            E::NoSubject | E::NotRestricted => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::Store(s) => s.into(),
+            E::Audit(a) => a.into(),
         }
     }
 }

@@ -178,6 +178,12 @@ permission!(
     "The record of processing activities.",
     [Dpo, Auditor]
 );
+permission!(EspOnly, "An ESP reading for its own recipient.", [Esp]);
+permission!(
+    Governance,
+    "Seeing recipients (admins, DPOs, auditors).",
+    [Admin, Dpo, Auditor]
+);
 permission!(
     AnyRole,
     "Any authenticated caller.",

@@ -13,7 +13,9 @@ use utoipa::{Modify, OpenApi};
 pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_header};
 
 use error::{ApiError, ErrorCode};
-use routes::{audit, consents, imports, keys, oauth, policies, subjects, system, tracking};
+use routes::{
+    audit, consents, imports, keys, oauth, policies, recipients, subjects, system, tracking,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,10 +27,12 @@ use routes::{audit, consents, imports, keys, oauth, policies, subjects, system, 
         audit::entries, audit::checkpoint, audit::proof, audit::consistency,
         tracking::identify, tracking::track, tracking::page, tracking::screen,
         tracking::group, tracking::alias, tracking::batch,
-        subjects::find,
+        subjects::find, subjects::restrict, subjects::restriction, subjects::lift,
         imports::create,
         policies::ropa, policies::reload,
         consents::record, consents::history, consents::confirm, consents::receipt,
+        recipients::create, recipients::list, recipients::get, recipients::rotate,
+        recipients::retire, recipients::profile, recipients::pseudonym,
     ),
     modifiers(&Security),
     tags(
@@ -36,7 +40,8 @@ use routes::{audit, consents, imports, keys, oauth, policies, subjects, system, 
         (name = "auth", description = "Tokens and identity"),
         (name = "keys", description = "API keys and the keyring (admin)"),
         (name = "audit", description = "The tamper-evident access log (auditor)"),
-        (name = "subjects", description = "Finding subjects (dpo)"),
+        (name = "subjects", description = "Finding subjects and restricting processing (dpo)"),
+        (name = "recipients", description = "Recipients (admin) and the minimised profiles an ESP reads (esp)"),
         (name = "policies", description = "The record of processing activities (dpo, auditor) and policy reloads (admin)"),
         (name = "consents", description = "The consent ledger (ingest, dpo)"),
         (name = "imports", description = "Offline CRM, POS and loyalty files (ingest)"),
@@ -104,6 +109,30 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(resource("/v1/consents/confirm/{token}").route(web::get().to(consents::confirm)))
     .service(resource("/v1/consents/{id}/receipt").route(web::get().to(consents::receipt)))
     .service(resource("/v1/subjects/{subject_id}/consents").route(web::get().to(consents::history)))
+    .service(
+        resource("/v1/subjects/{subject_id}/restriction")
+            .route(web::put().to(subjects::restrict))
+            .route(web::get().to(subjects::restriction))
+            .route(web::delete().to(subjects::lift)),
+    )
+    .service(
+        resource("/v1/recipients")
+            .route(web::post().to(recipients::create))
+            .route(web::get().to(recipients::list)),
+    )
+    .service(resource("/v1/recipients/{rid}").route(web::get().to(recipients::get)))
+    .service(resource("/v1/recipients/{rid}/keys/rotate").route(web::post().to(recipients::rotate)))
+    .service(
+        resource("/v1/recipients/{rid}/keys/{version}/retire")
+            .route(web::post().to(recipients::retire)),
+    )
+    .service(
+        resource("/v1/recipients/{rid}/profiles/{pseudonym}")
+            .route(web::get().to(recipients::profile)),
+    )
+    .service(
+        resource("/v1/recipients/{rid}/pseudonyms").route(web::post().to(recipients::pseudonym)),
+    )
     .service(resource("/v1/ropa").route(web::get().to(policies::ropa)))
     .service(resource("/v1/policies/reload").route(web::post().to(policies::reload)))
     .service(resource("/v1/identify").route(web::post().to(tracking::identify)))

@@ -5,10 +5,12 @@
 //! - classification is fail-closed: a name the taxonomy does not know is `unclassified`,
 //!   which no purpose may read.
 //!
-//! This issue loads the taxonomy and the external identifiers; purposes (issue 4) build on
-//! the same loader.
+//! [`gate`] is the one way profile data leaves: `authorize` makes a `PurposeGrant`,
+//! `minimise` a `MinimisedProfile`, and nothing else can make either.
+pub mod gate;
 mod identifiers;
 mod purposes;
+pub mod recipients;
 pub mod reload;
 pub mod ropa;
 mod source;

@@ -234,6 +234,21 @@ pub(super) fn compile(
             }
             _ => {}
         }
+        if def.sale_or_share
+            && matches!(
+                def.legal_basis,
+                LegalBasis::Contract | LegalBasis::LegalObligation
+            )
+        {
+            errors.push(
+                f,
+                line,
+                format!(
+                    "{what}: a sale or share cannot rest on {} (a GPC opt-out must be able to stop it); use consent or legitimate_interest",
+                    def.legal_basis.as_str()
+                ),
+            );
+        }
         if def.reads.is_empty() {
             errors.push(f, line, format!("{what}: `reads` names no category"));
         }

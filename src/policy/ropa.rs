@@ -5,6 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::Policies;
+use crate::store::recipients::RecipientRow;
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Ropa {
@@ -50,6 +51,14 @@ pub struct DataCategory {
 pub struct RecipientEntry {
     pub kind: String,
     pub description: String,
+    /// The recipients of this kind registered for this purpose (`POST /v1/recipients`).
+    pub registered: Vec<RegisteredRecipient>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct RegisteredRecipient {
+    pub id: String,
+    pub name: String,
 }
 
 const SUBJECTS: &str = "customers, newsletter subscribers and visitors of the controller's shop";
@@ -63,7 +72,14 @@ const SAFEGUARDS: [&str; 5] = [
 ];
 
 impl Ropa {
-    pub fn generate(policies: &Policies, controller: &str, generated_at: String) -> Self {
+    /// From the policies and the registered recipients (`registered`; none when the
+    /// database is not reachable, as for `consentry ropa` before the first start).
+    pub fn generate(
+        policies: &Policies,
+        registered: &[RecipientRow],
+        controller: &str,
+        generated_at: String,
+    ) -> Self {
         let set = &policies.purposes;
         let activities = set
             .purposes
@@ -105,6 +121,14 @@ impl Ropa {
                             .find(|k| k.name == *r)
                             .map(|k| k.description.trim_end_matches('.').to_owned())
                             .unwrap_or_default(),
+                        registered: registered
+                            .iter()
+                            .filter(|x| x.kind == *r && x.purposes.contains(&p.name))
+                            .map(|x| RegisteredRecipient {
+                                id: x.id.clone(),
+                                name: x.name.clone(),
+                            })
+                            .collect(),
                     })
                     .collect(),
                 retention_days: p.retention_days,
@@ -165,7 +189,18 @@ impl Ropa {
                     "Recipients",
                     a.recipients
                         .iter()
-                        .map(|r| format!("{} ({})", r.kind, r.description))
+                        .map(|r| {
+                            let names: Vec<String> = r
+                                .registered
+                                .iter()
+                                .map(|x| format!("{} `{}`", x.name, x.id))
+                                .collect();
+                            if names.is_empty() {
+                                format!("{} ({}): none registered", r.kind, r.description)
+                            } else {
+                                format!("{} ({}): {}", r.kind, r.description, names.join(", "))
+                            }
+                        })
                         .collect::<Vec<_>>()
                         .join("; "),
                 ),

@@ -442,12 +442,13 @@ impl Ingest<'_> {
                 .insert((subject.to_owned(), consent.clone()), (status, "cmp", at));
         }
         if self.gpc {
+            // A consent-based purpose loses its consent; any other sale/share purpose
+            // gets an objection under its own name.
             for p in set.purposes.iter().filter(|p| p.sale_or_share) {
-                if let Some(consent) = &p.consent {
-                    pending
-                        .consents
-                        .insert((subject.to_owned(), consent.clone()), ("denied", "gpc", at));
-                }
+                let name = p.consent.as_ref().unwrap_or(&p.name);
+                pending
+                    .consents
+                    .insert((subject.to_owned(), name.clone()), ("denied", "gpc", at));
             }
         }
         Ok(())
@@ -671,6 +672,9 @@ impl Ingest<'_> {
             aggregates::delete(c, from).await?;
         }
         crate::store::consents::repoint(c, from, into).await?;
+        crate::store::recipients::repoint_pseudonyms(c, from, into).await?;
+        crate::store::disclosures::repoint(c, from, into).await?;
+        crate::store::restrictions::repoint(c, from, into).await?;
         repo::finish_merge(c, from, into).await?;
         let entry = NewEntry {
             subject_ref: Some(self.audit.subject_ref(into)?),

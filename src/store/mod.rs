@@ -4,9 +4,12 @@ pub mod aggregates;
 pub mod api_keys;
 pub mod audit;
 pub mod consents;
+pub mod disclosures;
 mod entity;
 pub mod keyring;
 pub mod profiles;
+pub mod recipients;
+pub mod restrictions;
 pub mod suppressions;
 
 use std::path::Path;

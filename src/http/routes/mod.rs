@@ -4,6 +4,7 @@ pub mod imports;
 pub mod keys;
 pub mod oauth;
 pub mod policies;
+pub mod recipients;
 pub mod subjects;
 pub mod system;
 pub mod tracking;

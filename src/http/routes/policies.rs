@@ -21,7 +21,8 @@ pub struct RopaQuery {
     (status = 200, description = "The record (JSON, or Markdown with format=markdown)", body = Ropa),
     (status = 400, description = "Unknown format", body = ErrorBody),
     (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-    (status = 403, description = "Not a dpo or auditor key", body = ErrorBody)))]
+    (status = 403, description = "Not a dpo or auditor key", body = ErrorBody),
+    (status = 503, description = "Database unavailable", body = ErrorBody)))]
 pub async fn ropa(
     state: web::Data<AppState>,
     _auth: Authorized<DpoOrAuditor>,
@@ -29,8 +30,10 @@ pub async fn ropa(
 ) -> Result<HttpResponse, ApiError> {
     let q = q.parse()?;
     let policies = state.policies.get();
+    let registered = crate::policy::recipients::all(&state.db).await?;
     let ropa = Ropa::generate(
         &policies,
+        &registered,
         &state.settings.controller_name,
         state.clock.now().to_rfc3339(),
     );

@@ -40,3 +40,84 @@ pub async fn find(
         )),
     }
 }
+
+fn restrictions<'a>(
+    state: &'a AppState,
+    auth: &Authorized<DpoOnly>,
+) -> crate::subject_requests::restriction::Restrictions<'a> {
+    crate::subject_requests::restriction::Restrictions {
+        db: &state.db,
+        audit: &state.audit,
+        actor: auth.actor(),
+        request_id: auth.request_id.clone(),
+        now: state.clock.now(),
+    }
+}
+
+/// Restrict processing of a subject (GDPR Art. 18): from now on nothing about them is
+/// disclosed for any purpose until the restriction is lifted. Audited.
+#[utoipa::path(put, path = "/v1/subjects/{subject_id}/restriction", tag = "subjects",
+    security(("bearer" = [])),
+    params(("subject_id" = String, Path, description = "The internal id (from GET /v1/subjects)")),
+    request_body = crate::subject_requests::restriction::NewRestriction,
+    responses(
+    (status = 200, description = "Restricted (an earlier restriction is kept as it was)", body = crate::subject_requests::restriction::Restriction),
+    (status = 400, description = "Malformed body", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo key", body = ErrorBody),
+    (status = 404, description = "No such subject", body = ErrorBody),
+    (status = 413, description = "Body too large", body = ErrorBody),
+    (status = 415, description = "Not JSON", body = ErrorBody),
+    (status = 422, description = "Invalid reason", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable; nothing changed", body = ErrorBody)))]
+pub async fn restrict(
+    state: web::Data<AppState>,
+    auth: Authorized<DpoOnly>,
+    path: web::Path<String>,
+    body: crate::http::extract::JsonBody<crate::subject_requests::restriction::NewRestriction>,
+) -> Result<HttpResponse, ApiError> {
+    let req = body.parse().await?;
+    let r = restrictions(&state, &auth)
+        .restrict(&path.into_inner(), &req)
+        .await?;
+    Ok(HttpResponse::Ok().json(r))
+}
+
+/// Whether a subject is restricted, since when and why.
+#[utoipa::path(get, path = "/v1/subjects/{subject_id}/restriction", tag = "subjects",
+    security(("bearer" = [])),
+    params(("subject_id" = String, Path, description = "The internal id")),
+    responses(
+    (status = 200, description = "The restriction", body = crate::subject_requests::restriction::Restriction),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo key", body = ErrorBody),
+    (status = 404, description = "Not restricted", body = ErrorBody)))]
+pub async fn restriction(
+    state: web::Data<AppState>,
+    auth: Authorized<DpoOnly>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let r = restrictions(&state, &auth).get(&path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(r))
+}
+
+/// Lift a restriction. Audited.
+#[utoipa::path(delete, path = "/v1/subjects/{subject_id}/restriction", tag = "subjects",
+    security(("bearer" = [])),
+    params(("subject_id" = String, Path, description = "The internal id")),
+    responses(
+    (status = 204, description = "Lifted"),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo key", body = ErrorBody),
+    (status = 404, description = "Not restricted", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable; nothing changed", body = ErrorBody)))]
+pub async fn lift(
+    state: web::Data<AppState>,
+    auth: Authorized<DpoOnly>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    restrictions(&state, &auth)
+        .lift(&path.into_inner())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

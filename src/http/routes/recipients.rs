@@ -1,0 +1,270 @@
+//! Recipients (admin) and the routes an ESP reads profiles through. ESP-facing handlers
+//! see only `PurposeGrant` and `MinimisedProfile`, never a stored profile.
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::{AdminOnly, Authorized, EspOnly, Governance, JsonBody, Query};
+use crate::policy::gate::{Gate, MinimisedProfile, PseudonymRequest, grant_for};
+use crate::policy::recipients::{self, NewRecipient, Recipient, Registry};
+use crate::startup::AppState;
+
+fn registry<'a>(
+    state: &'a AppState,
+    policies: &'a crate::policy::Policies,
+    auth: &Authorized<AdminOnly>,
+) -> Registry<'a> {
+    Registry {
+        db: &state.db,
+        master: &state.master,
+        audit: &state.audit,
+        policies,
+        actor: auth.actor(),
+        request_id: auth.request_id.clone(),
+        now: state.clock.now(),
+    }
+}
+
+async fn described(state: &AppState, id: &str) -> Result<Recipient, ApiError> {
+    let keyring = state.reload_keyring().await?;
+    let row = recipients::get(&state.db, id)
+        .await?
+        .ok_or(recipients::RecipientError::NotFound)?;
+    Ok(recipients::describe(&[row], &keyring).remove(0))
+}
+
+/// Register a recipient: an ESP or other processor data may be disclosed to, with its
+/// purposes and the webhook for erasure/rectification notices. It gets its own
+/// pseudonym key (version 1).
+#[utoipa::path(post, path = "/v1/recipients", tag = "recipients", security(("bearer" = [])),
+    request_body = NewRecipient, responses(
+    (status = 201, description = "Registered", body = Recipient),
+    (status = 400, description = "Malformed body", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not an admin key", body = ErrorBody),
+    (status = 409, description = "The id is taken", body = ErrorBody),
+    (status = 422, description = "Invalid id, kind, purposes or webhook (named in the message)", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable; nothing changed", body = ErrorBody)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    auth: Authorized<AdminOnly>,
+    body: JsonBody<NewRecipient>,
+) -> Result<HttpResponse, ApiError> {
+    let new = body.parse().await?;
+    let policies = state.policies.get();
+    let row = registry(&state, &policies, &auth).create(&new).await?;
+    Ok(HttpResponse::Created().json(described(&state, &row.id).await?))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecipientList {
+    pub recipients: Vec<Recipient>,
+}
+
+/// Every registered recipient (never webhook secrets).
+#[utoipa::path(get, path = "/v1/recipients", tag = "recipients", security(("bearer" = [])),
+    responses(
+    (status = 200, description = "All recipients", body = RecipientList),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not an admin, dpo or auditor key", body = ErrorBody)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    _auth: Authorized<Governance>,
+) -> Result<HttpResponse, ApiError> {
+    let rows = recipients::all(&state.db).await?;
+    let keyring = state.keyring.get();
+    Ok(HttpResponse::Ok().json(RecipientList {
+        recipients: recipients::describe(&rows, &keyring),
+    }))
+}
+
+/// One recipient, with its pseudonym key versions.
+#[utoipa::path(get, path = "/v1/recipients/{rid}", tag = "recipients", security(("bearer" = [])),
+    params(("rid" = String, Path, description = "The recipient id")),
+    responses(
+    (status = 200, description = "The recipient", body = Recipient),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not an admin, dpo or auditor key", body = ErrorBody),
+    (status = 404, description = "No such recipient", body = ErrorBody)))]
+pub async fn get(
+    state: web::Data<AppState>,
+    _auth: Authorized<Governance>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(described(&state, &path.into_inner()).await?))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecipientKeyVersion {
+    pub recipient: String,
+    pub version: i32,
+}
+
+/// Start a new pseudonym key version: new pseudonyms use it; old ones keep resolving
+/// until their version is retired.
+#[utoipa::path(post, path = "/v1/recipients/{rid}/keys/rotate", tag = "recipients",
+    security(("bearer" = [])),
+    params(("rid" = String, Path, description = "The recipient id")),
+    responses(
+    (status = 201, description = "The new version", body = RecipientKeyVersion),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not an admin key", body = ErrorBody),
+    (status = 404, description = "No such recipient", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable; nothing changed", body = ErrorBody)))]
+pub async fn rotate(
+    state: web::Data<AppState>,
+    auth: Authorized<AdminOnly>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let rid = path.into_inner();
+    let policies = state.policies.get();
+    let version = registry(&state, &policies, &auth).rotate(&rid).await?;
+    state.reload_keyring().await?;
+    Ok(HttpResponse::Created().json(RecipientKeyVersion {
+        recipient: rid,
+        version,
+    }))
+}
+
+/// Retire a pseudonym key version: pseudonyms made with it answer 410 from now on.
+#[utoipa::path(post, path = "/v1/recipients/{rid}/keys/{version}/retire", tag = "recipients",
+    security(("bearer" = [])),
+    params(("rid" = String, Path, description = "The recipient id"),
+           ("version" = i32, Path, description = "The version to retire")),
+    responses(
+    (status = 200, description = "Retired", body = RecipientKeyVersion),
+    (status = 400, description = "Malformed version", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not an admin key", body = ErrorBody),
+    (status = 404, description = "No such recipient", body = ErrorBody),
+    (status = 422, description = "No such version, or the last active one", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable; nothing changed", body = ErrorBody)))]
+pub async fn retire(
+    state: web::Data<AppState>,
+    auth: Authorized<AdminOnly>,
+    path: web::Path<(String, i32)>,
+) -> Result<HttpResponse, ApiError> {
+    let (rid, version) = path.into_inner();
+    let policies = state.policies.get();
+    registry(&state, &policies, &auth)
+        .retire(&rid, version)
+        .await?;
+    state.reload_keyring().await?;
+    Ok(HttpResponse::Ok().json(RecipientKeyVersion {
+        recipient: rid,
+        version,
+    }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileQuery {
+    /// The purpose the data is for, e.g. `marketing.communications.email`.
+    pub purpose: String,
+}
+
+fn gate<'a>(
+    state: &'a AppState,
+    keyring: &'a crate::crypto::Keyring,
+    auth: &Authorized<EspOnly>,
+) -> Gate<'a> {
+    Gate {
+        db: &state.db,
+        master: &state.master,
+        keyring,
+        audit: &state.audit,
+        actor: auth.actor(),
+        request_id: auth.request_id.clone(),
+        now: state.clock.now(),
+    }
+}
+
+/// The minimised view of one person for one purpose: only the attributes the purpose
+/// reads, the email address only if it reads `user.contact.email`. The same 404 for a
+/// pseudonym never issued and for a person whose data may not be disclosed (no consent,
+/// objection, GPC, restriction, suppression, under age). Each answer is a recorded
+/// disclosure.
+#[utoipa::path(get, path = "/v1/recipients/{rid}/profiles/{pseudonym}", tag = "recipients",
+    security(("bearer" = [])),
+    params(("rid" = String, Path, description = "The recipient id (the key's own)"),
+           ("pseudonym" = String, Path, description = "`ps<version>.<43 base64url characters>`"),
+           ProfileQuery),
+    responses(
+    (status = 200, description = "The minimised view", body = MinimisedProfile),
+    (status = 400, description = "Malformed pseudonym, unknown purpose or missing `purpose`", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not an esp key of this recipient, or a purpose it may not request", body = ErrorBody),
+    (status = 404, description = "No profile for that pseudonym and purpose", body = ErrorBody),
+    (status = 410, description = "The pseudonym's key version was retired", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable; nothing disclosed", body = ErrorBody)))]
+pub async fn profile(
+    state: web::Data<AppState>,
+    auth: Authorized<EspOnly>,
+    path: web::Path<(String, String)>,
+    q: Query<ProfileQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (rid, pseudonym) = path.into_inner();
+    let q = q.parse()?;
+    let grant = grant_for(
+        &state.db,
+        &auth.caller,
+        &rid,
+        &q.purpose,
+        state.policies.get(),
+    )
+    .await?;
+    let keyring = state.keyring_for(&rid).await?;
+    let view = gate(&state, &keyring, &auth)
+        .profile(&grant, &pseudonym)
+        .await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct IssuedPseudonym {
+    #[schema(example = "ps1.2C5Yj0Ql8Vq3c0m0d3b9mXlq1Qb4v8c6hZJx0aKk3yE")]
+    pub pseudonym: String,
+}
+
+/// The recipient's pseudonym for a person it already knows by an identifier, when that
+/// person's data may be disclosed for the purpose: how an ESP reconciles its own list.
+/// The same 404 for an unknown person and one whose data may not be disclosed.
+#[utoipa::path(post, path = "/v1/recipients/{rid}/pseudonyms", tag = "recipients",
+    security(("bearer" = [])),
+    params(("rid" = String, Path, description = "The recipient id (the key's own)")),
+    request_body = PseudonymRequest,
+    responses(
+    (status = 200, description = "The current pseudonym", body = IssuedPseudonym),
+    (status = 400, description = "Malformed body, unknown purpose, or not exactly one identifier", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not an esp key of this recipient, or a purpose it may not request", body = ErrorBody),
+    (status = 404, description = "No disclosable person with that identifier", body = ErrorBody),
+    (status = 413, description = "Body too large", body = ErrorBody),
+    (status = 415, description = "Not JSON", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable; nothing disclosed", body = ErrorBody)))]
+pub async fn pseudonym(
+    state: web::Data<AppState>,
+    auth: Authorized<EspOnly>,
+    path: web::Path<String>,
+    body: JsonBody<PseudonymRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let rid = path.into_inner();
+    let req = body.parse().await?;
+    let policies = state.policies.get();
+    let grant = grant_for(
+        &state.db,
+        &auth.caller,
+        &rid,
+        &req.purpose,
+        policies.clone(),
+    )
+    .await?;
+    let keyring = state.keyring_for(&rid).await?;
+    let p = gate(&state, &keyring, &auth)
+        .pseudonym_for(&grant, &policies, &req.identifier)
+        .await?;
+    Ok(HttpResponse::Ok().json(IssuedPseudonym {
+        pseudonym: p.to_string(),
+    }))
+}

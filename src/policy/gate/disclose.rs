@@ -1,0 +1,250 @@
+//! Disclosures to recipients: each view handed out commits with its audit entry and its
+//! disclosure record, or is not handed out.
+use std::collections::BTreeMap;
+
+use sea_orm::DatabaseTransaction;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::grant::PurposeGrant;
+use super::load::{LoadError, load_record};
+use super::view::{Denial, MinimisedProfile, minimise};
+use crate::audit::{AuditError, AuditLog, NewEntry, Outcome};
+use crate::crypto::{Keyring, KeyringError, MasterKey};
+use crate::domain::{Actor, Pseudonym, Timestamp};
+use crate::policy::Policies;
+use crate::profiles::lookup::{LookupError, SubjectQuery};
+use crate::store::disclosures::{self, DisclosureRow};
+use crate::store::{Db, StoreError, profiles, recipients};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("pseudonym: {0}")]
+    InvalidPseudonym(String),
+    #[error(
+        "pseudonym: version {0} of this recipient's pseudonyms has been retired; get current ones from POST /v1/recipients/{{rid}}/pseudonyms"
+    )]
+    Retired(i32),
+    /// No such subject, or one that may not be disclosed: the same answer for both.
+    #[error("no profile for that subject and purpose")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+}
+
+impl From<LoadError> for GateError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Store(s) => Self::Store(s),
+            LoadError::Keyring(k) => Self::Keyring(k),
+        }
+    }
+}
+
+/// `POST /v1/recipients/{rid}/pseudonyms`: the purpose and one identifier the recipient
+/// already holds, e.g. `{"purpose": "marketing.communications.email", "email": "ann@example.com"}`.
+#[derive(Clone, Deserialize, ToSchema)]
+pub struct PseudonymRequest {
+    pub purpose: String,
+    /// Exactly one identifier: `email`, `phone`, `user_id` or an external id kind.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub identifier: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for PseudonymRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PseudonymRequest")
+            .field("purpose", &self.purpose)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct Gate<'a> {
+    pub db: &'a Db,
+    pub master: &'a MasterKey,
+    pub keyring: &'a Keyring,
+    pub audit: &'a AuditLog,
+    pub actor: Actor,
+    pub request_id: Option<String>,
+    pub now: Timestamp,
+}
+
+impl Gate<'_> {
+    /// The minimised view of the subject a recipient knows by `pseudonym`.
+    pub async fn profile(
+        &self,
+        grant: &PurposeGrant,
+        pseudonym: &str,
+    ) -> Result<MinimisedProfile, GateError> {
+        let pseudonym = Pseudonym::parse(pseudonym).map_err(GateError::InvalidPseudonym)?;
+        match self
+            .keyring
+            .recipient_version(grant.recipient(), pseudonym.version())
+        {
+            None => return Err(GateError::NotFound),
+            Some(v) if v.retired => return Err(GateError::Retired(v.version)),
+            Some(_) => {}
+        }
+        let txn = self.db.begin_write().await?;
+        let Some(subject) =
+            recipients::resolve_pseudonym(&txn, grant.recipient(), pseudonym.as_ref()).await?
+        else {
+            return Err(GateError::NotFound);
+        };
+        let view = self
+            .decide(&txn, grant, &subject, pseudonym, "disclosure.profile")
+            .await?;
+        let result = match view {
+            Ok(view) => {
+                self.record(&txn, grant, &subject, view.disclosed(), "disclosure.profile")
+                    .await?;
+                Ok(view)
+            }
+            Err(()) => Err(GateError::NotFound),
+        };
+        txn.commit().await.map_err(StoreError::from)?;
+        result
+    }
+
+    /// The recipient's current pseudonym for the person it knows by an identifier, when
+    /// that person's view may be disclosed for the grant's purpose.
+    pub async fn pseudonym_for(
+        &self,
+        grant: &PurposeGrant,
+        policies: &Policies,
+        identifier: &BTreeMap<String, String>,
+    ) -> Result<Pseudonym, GateError> {
+        let (kind, value) = SubjectQuery(identifier.clone())
+            .identifier(policies)
+            .map_err(|e| match e {
+                LookupError::Invalid(m) => GateError::Invalid(m),
+                LookupError::Store(s) => GateError::Store(s),
+                LookupError::Audit(a) => GateError::Audit(a),
+            })?;
+        let txn = self.db.begin_write().await?;
+        let Some(found) =
+            profiles::subject_for(&txn, &kind, &self.keyring.blind_indexes(&kind, &value)).await?
+        else {
+            return Err(GateError::NotFound);
+        };
+        let subject = found.subject_id;
+        let pseudonym = self.keyring.pseudonym(grant.recipient(), &subject)?;
+        let view = self
+            .decide(&txn, grant, &subject, pseudonym.clone(), "disclosure.pseudonym")
+            .await?;
+        let result = match view {
+            Ok(_) => {
+                recipients::remember_pseudonym(
+                    &txn,
+                    grant.recipient(),
+                    pseudonym.as_ref(),
+                    pseudonym.version(),
+                    &subject,
+                    self.now.unix_micros(),
+                )
+                .await?;
+                self.record(
+                    &txn,
+                    grant,
+                    &subject,
+                    vec!["pseudonym".into()],
+                    "disclosure.pseudonym",
+                )
+                .await?;
+                Ok(pseudonym)
+            }
+            Err(()) => Err(GateError::NotFound),
+        };
+        txn.commit().await.map_err(StoreError::from)?;
+        result
+    }
+
+    /// Loads and minimises; a refusal is audited with its reason (inside `txn`).
+    async fn decide(
+        &self,
+        txn: &DatabaseTransaction,
+        grant: &PurposeGrant,
+        subject: &str,
+        pseudonym: Pseudonym,
+        action: &str,
+    ) -> Result<Result<MinimisedProfile, ()>, GateError> {
+        let Some(record) =
+            load_record(txn, self.master, self.keyring, grant, subject, pseudonym).await?
+        else {
+            return Ok(Err(()));
+        };
+        match minimise(&record, grant, self.now) {
+            Ok(view) => Ok(Ok(view)),
+            Err(denial) => {
+                self.refused(txn, grant, subject, denial, action).await?;
+                Ok(Err(()))
+            }
+        }
+    }
+
+    async fn refused(
+        &self,
+        txn: &DatabaseTransaction,
+        grant: &PurposeGrant,
+        subject: &str,
+        denial: Denial,
+        action: &str,
+    ) -> Result<(), GateError> {
+        let entry = NewEntry {
+            subject_ref: Some(self.audit.subject_ref(subject)?),
+            ..NewEntry::new(self.actor.clone(), action, Outcome::Denied)
+                .request_id(self.request_id.clone())
+                .attributes(vec![
+                    format!("recipient:{}", grant.recipient()),
+                    format!("purpose:{}", grant.purpose().name),
+                    format!("reason:{}", denial.as_str()),
+                ])
+        };
+        self.audit.append(txn, entry).await?;
+        Ok(())
+    }
+
+    /// The disclosure record and its audit entry.
+    async fn record(
+        &self,
+        txn: &DatabaseTransaction,
+        grant: &PurposeGrant,
+        subject: &str,
+        attributes: Vec<String>,
+        action: &str,
+    ) -> Result<(), GateError> {
+        let mut audited = vec![
+            format!("recipient:{}", grant.recipient()),
+            format!("purpose:{}", grant.purpose().name),
+        ];
+        audited.extend(attributes.iter().map(|a| format!("disclosed:{a}")));
+        disclosures::insert(
+            txn,
+            &DisclosureRow {
+                id: uuid::Uuid::now_v7().simple().to_string(),
+                recipient_id: grant.recipient().to_owned(),
+                subject_id: subject.to_owned(),
+                purpose: grant.purpose().name.clone(),
+                attributes,
+                disclosed_at: self.now.unix_micros(),
+                key_id: grant.key_id.clone(),
+            },
+        )
+        .await?;
+        let entry = NewEntry {
+            subject_ref: Some(self.audit.subject_ref(subject)?),
+            ..NewEntry::new(self.actor.clone(), action, Outcome::Ok)
+                .request_id(self.request_id.clone())
+                .attributes(audited)
+        };
+        self.audit.append(txn, entry).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! Loading the record the gate decides on. Sealed values are opened only when the grant's
+//! purpose may read them (or, for the date of birth, when an age check needs it).
+use std::sync::Arc;
+
+use sea_orm::ConnectionTrait;
+use serde_json::Value;
+
+use super::grant::PurposeGrant;
+use super::view::{Attribute, Decision, Source, SubjectRecord};
+use crate::crypto::{Keyring, KeyringError, MasterKey, SubjectKey};
+use crate::domain::aggregates::Aggregates;
+use crate::domain::{Pseudonym, Timestamp};
+use crate::store::{
+    StoreError, aggregates as aggregate_repo, consents, profiles, restrictions, suppressions,
+};
+
+/// The category each behavioural aggregate belongs to. Segments and templates that read
+/// an aggregate are checked against these.
+pub const AGGREGATE_CATEGORIES: &[(&str, &str)] = &[
+    ("last_page_view_at", "user.behavior.browsing_history"),
+    ("last_search_at", "user.behavior.browsing_history"),
+    ("recently_viewed", "user.behavior.browsing_history"),
+    ("last_email_open_at", "user.behavior.email_engagement"),
+    ("last_email_click_at", "user.behavior.email_engagement"),
+    ("last_purchase_at", "user.behavior.purchase_history"),
+    ("purchase_count", "user.behavior.purchase_history"),
+    ("lifetime_value", "user.behavior.purchase_history"),
+    ("average_order_value", "user.behavior.purchase_history"),
+    ("cart", "user.behavior.purchase_history"),
+    ("cart_updated_at", "user.behavior.purchase_history"),
+    ("cart_abandoned_at", "user.behavior.purchase_history"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+}
+
+fn time(us: Option<i64>) -> Value {
+    us.map_or(Value::Null, |t| {
+        Value::String(Timestamp::from_unix_micros(t).to_rfc3339())
+    })
+}
+
+fn aggregate_values(a: &Aggregates) -> [(&'static str, Value); 12] {
+    let list = |v: &[String]| Value::from(v.to_vec());
+    [
+        ("last_page_view_at", time(a.last_page_view_at)),
+        ("last_search_at", time(a.last_search_at)),
+        ("recently_viewed", list(&a.recently_viewed)),
+        ("last_email_open_at", time(a.last_email_open_at)),
+        ("last_email_click_at", time(a.last_email_click_at)),
+        ("last_purchase_at", time(a.last_purchase_at)),
+        ("purchase_count", Value::from(a.purchase_count)),
+        ("lifetime_value", Value::from(a.lifetime_value)),
+        (
+            "average_order_value",
+            a.average_order_value().map_or(Value::Null, Value::from),
+        ),
+        ("cart", list(&a.cart)),
+        ("cart_updated_at", time(a.cart_updated_at)),
+        ("cart_abandoned_at", time(a.cart_abandoned_at)),
+    ]
+}
+
+/// `YYYY-MM-DD` (a longer ISO time is cut to its date).
+fn date_of_birth(v: &Value) -> Option<(i32, u8, u8)> {
+    let s = v.as_str()?;
+    let d = s.get(..10)?;
+    let date = time::Date::parse(
+        d,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .ok()?;
+    Some((date.year(), u8::from(date.month()), date.day()))
+}
+
+/// A number, or the lower bound of a band such as `"18-24"` or `"65+"`.
+fn stated_age(v: &Value) -> Option<u32> {
+    if let Some(n) = v.as_u64() {
+        return u32::try_from(n).ok();
+    }
+    let s = v.as_str()?.trim();
+    let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The record of `subject_id` for `grant`, as the recipient knows it by `pseudonym`;
+/// `None` when there is no such active subject.
+pub async fn load_record<C: ConnectionTrait>(
+    c: &C,
+    master: &MasterKey,
+    keyring: &Keyring,
+    grant: &PurposeGrant,
+    subject_id: &str,
+    pseudonym: Pseudonym,
+) -> Result<Option<SubjectRecord>, LoadError> {
+    match profiles::subject(c, subject_id).await? {
+        Some(s) if s.status == "active" => {}
+        _ => return Ok(None),
+    }
+    let policies = Arc::clone(&grant.policies);
+    let taxonomy = &policies.taxonomy;
+    let category_id = |name: &str| {
+        taxonomy
+            .categories()
+            .position(|(c, _)| c == name)
+            .and_then(|i| u16::try_from(i).ok())
+    };
+    let wrapped = profiles::subject_key(c, subject_id).await?;
+    let key = wrapped
+        .map(|w| SubjectKey::unwrap(master, subject_id, &w))
+        .transpose()?;
+    let open = |context: &str, sealed: &[u8]| -> Result<Option<String>, LoadError> {
+        let Some(key) = &key else { return Ok(None) };
+        let plain = key.open(context, sealed)?;
+        Ok(String::from_utf8(plain).ok())
+    };
+    let age_check = grant.purpose.minimum_age.is_some();
+
+    let mut email = None;
+    let mut phone = None;
+    let mut hashes = Vec::new();
+    for id in profiles::identifiers_of(c, subject_id).await? {
+        if id.kind != "email" && id.kind != "phone" {
+            continue;
+        }
+        let Some(value) = open(&id.kind, &id.sealed)? else {
+            continue;
+        };
+        hashes.extend(keyring.suppression_hashes(&id.kind, &value));
+        // The earliest identifier of a kind is the one shown (a person may have several).
+        let slot = if id.kind == "email" {
+            &mut email
+        } else {
+            &mut phone
+        };
+        if slot.as_ref().is_none_or(|(at, _)| id.created_at < *at) {
+            *slot = Some((id.created_at, value));
+        }
+    }
+    let suppressed = !suppressions::present(c, &hashes).await?.is_empty();
+
+    let mut attributes = Vec::new();
+    let mut born = None;
+    let mut stated = None;
+    for t in profiles::traits_of(c, subject_id).await? {
+        let readable = grant.purpose.may_read(&t.category);
+        let is_dob = t.category == "user.demographic.date_of_birth";
+        let value = match (&t.value, &t.sealed) {
+            (Some(v), _) => serde_json::from_str::<Value>(v).ok(),
+            (None, Some(sealed)) if readable || (is_dob && age_check) => {
+                open(&format!("trait:{}", t.name), sealed)?
+                    .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            }
+            _ => None,
+        };
+        if let Some(v) = &value {
+            if is_dob {
+                born = born.or_else(|| date_of_birth(v));
+            } else if t.category == "user.demographic.age_range" {
+                stated = stated.or_else(|| stated_age(v));
+            }
+        }
+        attributes.push(Attribute {
+            source: Source::Trait,
+            category_id: category_id(&t.category),
+            name: Arc::from(t.name.as_str()),
+            category: Arc::from(t.category.as_str()),
+            value: if readable { value } else { None },
+        });
+    }
+    if let Some(a) = aggregate_repo::load(c, subject_id).await? {
+        for (name, value) in aggregate_values(&a) {
+            let category = AGGREGATE_CATEGORIES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(crate::policy::UNCLASSIFIED, |(_, c)| c);
+            attributes.push(Attribute {
+                source: Source::Aggregate,
+                name: Arc::from(name),
+                category: Arc::from(category),
+                category_id: category_id(category),
+                value: Some(value),
+            });
+        }
+    }
+    let decisions = consents::history(c, subject_id)
+        .await?
+        .into_iter()
+        .map(|r| Decision {
+            name: r.consent,
+            status: r.status,
+            method: r.method,
+            captured_at: r.captured_at,
+        })
+        .collect();
+    Ok(Some(SubjectRecord {
+        recipient: grant.recipient.to_string(),
+        pseudonym,
+        restricted: restrictions::get(c, subject_id).await?.is_some(),
+        suppressed,
+        attributes,
+        email: email.map(|(_, v)| v),
+        phone: phone.map(|(_, v)| v),
+        decisions,
+        born,
+        stated_age: stated,
+        policies,
+    }))
+}
