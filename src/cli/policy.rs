@@ -86,12 +86,8 @@ pub async fn ropa(settings: Settings, format: &str) -> anyhow::Result<ExitCode> 
         }
         None => Vec::new(),
     };
-    let record = crate::policy::ropa::Ropa::generate(
-        &policies,
-        &registered,
-        &settings.controller_name,
-        now,
-    );
+    let record =
+        crate::policy::ropa::Ropa::generate(&policies, &registered, &settings.controller_name, now);
     match format {
         "markdown" => print!("{}", record.to_markdown()),
         "json" => println!("{}", serde_json::to_string_pretty(&record)?),

@@ -32,6 +32,8 @@ pub enum KeyringError {
     NoRecipientKey(String),
     #[error("recipient {recipient} has no pseudonym key version {version}")]
     NoSuchRecipientVersion { recipient: String, version: i32 },
+    #[error("version {version} is recipient {recipient}'s last active pseudonym key; rotate first")]
+    LastRecipientVersion { recipient: String, version: i32 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -314,7 +316,10 @@ pub async fn retire_recipient_version<C: ConnectionTrait>(
             recipient: recipient.to_owned(),
             version,
         }),
-        Retired::LastActive => Err(KeyringError::NoRecipientKey(recipient.to_owned())),
+        Retired::LastActive => Err(KeyringError::LastRecipientVersion {
+            recipient: recipient.to_owned(),
+            version,
+        }),
     }
 }
 

@@ -225,7 +225,10 @@ impl From<AuditError> for ApiError {
 impl From<KeyringError> for ApiError {
     fn from(e: KeyringError) -> Self {
         match e {
-            KeyringError::NoSuchVersion { .. } | KeyringError::NoActiveKey(_) => {
+            KeyringError::NoSuchVersion { .. }
+            | KeyringError::NoActiveKey(_)
+            | KeyringError::NoSuchRecipientVersion { .. }
+            | KeyringError::LastRecipientVersion { .. } => {
                 ApiError::new(ErrorCode::ValidationFailed, e.to_string())
             }
             KeyringError::Store(s) => s.into(),

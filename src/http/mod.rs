@@ -14,7 +14,7 @@ pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_heade
 
 use error::{ApiError, ErrorCode};
 use routes::{
-    audit, consents, imports, keys, oauth, policies, recipients, subjects, system, tracking,
+    audit, consents, esp, imports, keys, oauth, policies, recipients, subjects, system, tracking,
 };
 
 #[derive(OpenApi)]
@@ -32,7 +32,7 @@ use routes::{
         policies::ropa, policies::reload,
         consents::record, consents::history, consents::confirm, consents::receipt,
         recipients::create, recipients::list, recipients::get, recipients::rotate,
-        recipients::retire, recipients::profile, recipients::pseudonym,
+        recipients::retire, esp::profile, esp::pseudonym,
     ),
     modifiers(&Security),
     tags(
@@ -127,12 +127,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .route(web::post().to(recipients::retire)),
     )
     .service(
-        resource("/v1/recipients/{rid}/profiles/{pseudonym}")
-            .route(web::get().to(recipients::profile)),
+        resource("/v1/recipients/{rid}/profiles/{pseudonym}").route(web::get().to(esp::profile)),
     )
-    .service(
-        resource("/v1/recipients/{rid}/pseudonyms").route(web::post().to(recipients::pseudonym)),
-    )
+    .service(resource("/v1/recipients/{rid}/pseudonyms").route(web::post().to(esp::pseudonym)))
     .service(resource("/v1/ropa").route(web::get().to(policies::ropa)))
     .service(resource("/v1/policies/reload").route(web::post().to(policies::reload)))
     .service(resource("/v1/identify").route(web::post().to(tracking::identify)))

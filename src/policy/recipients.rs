@@ -212,8 +212,7 @@ impl Registry<'_> {
             return Err(RecipientError::Exists(row.id));
         }
         let version =
-            crypto::keyring::create_recipient_version(&txn, self.master, &row.id, self.now)
-                .await?;
+            crypto::keyring::create_recipient_version(&txn, self.master, &row.id, self.now).await?;
         self.audit
             .append(
                 &txn,
@@ -278,7 +277,10 @@ impl Registry<'_> {
 }
 
 /// A recipient's webhook secret, unwrapped (for signing notices).
-pub fn webhook_secret(master: &MasterKey, row: &RecipientRow) -> Result<Option<Vec<u8>>, KeyringError> {
+pub fn webhook_secret(
+    master: &MasterKey,
+    row: &RecipientRow,
+) -> Result<Option<Vec<u8>>, KeyringError> {
     row.webhook_secret
         .as_ref()
         .map(|w| master.unwrap_webhook_secret(&row.id, w))

@@ -37,6 +37,40 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     ("post", "/v1/group", Some(&["ingest"])),
     ("post", "/v1/alias", Some(&["ingest"])),
     ("post", "/v1/batch", Some(&["ingest"])),
+    (
+        "put",
+        "/v1/subjects/{subject_id}/restriction",
+        Some(&["dpo"]),
+    ),
+    (
+        "get",
+        "/v1/subjects/{subject_id}/restriction",
+        Some(&["dpo"]),
+    ),
+    (
+        "delete",
+        "/v1/subjects/{subject_id}/restriction",
+        Some(&["dpo"]),
+    ),
+    ("post", "/v1/recipients", Some(&["admin"])),
+    ("get", "/v1/recipients", Some(&["admin", "dpo", "auditor"])),
+    (
+        "get",
+        "/v1/recipients/{rid}",
+        Some(&["admin", "dpo", "auditor"]),
+    ),
+    ("post", "/v1/recipients/{rid}/keys/rotate", Some(&["admin"])),
+    (
+        "post",
+        "/v1/recipients/{rid}/keys/{version}/retire",
+        Some(&["admin"]),
+    ),
+    (
+        "get",
+        "/v1/recipients/{rid}/profiles/{pseudonym}",
+        Some(&["esp"]),
+    ),
+    ("post", "/v1/recipients/{rid}/pseudonyms", Some(&["esp"])),
 ];
 
 /// The tracking API takes its write key as the HTTP Basic user name, as Segment's clients send it.
@@ -59,6 +93,9 @@ fn concrete(path: &str) -> String {
         .replace("{seq}", "0")
         .replace("{subject_id}", "00000000000000000000000000000000")
         .replace("{token}", "c1.x.0.x")
+        .replace("{rid}", "acme-esp")
+        .replace("{version}", "1")
+        .replace("{pseudonym}", "ps1.x")
 }
 
 #[tokio::test]

@@ -194,6 +194,8 @@ impl TestApp {
     pub async fn create_key(&self, role: &str) -> (String, String) {
         let mut body = json!({"name": format!("{role} key"), "role": role});
         if role == "esp" {
+            self.ensure_recipient("acme-esp", "esp", &["marketing.communications.email"])
+                .await;
             body["recipient"] = json!("acme-esp");
             body["purposes"] = json!(["marketing.communications.email"]);
         }
@@ -206,6 +208,41 @@ impl TestApp {
             v["key"]["id"].as_str().expect("id").to_owned(),
             v["token"].as_str().expect("token").to_owned(),
         )
+    }
+
+    /// Registers a recipient unless one with that id exists.
+    pub async fn ensure_recipient(&self, id: &str, kind: &str, purposes: &[&str]) {
+        let url = format!("/v1/recipients/{id}");
+        if self.get(&url, Some(&self.admin_token)).await.status() == 200 {
+            return;
+        }
+        let resp = self
+            .post_json(
+                "/v1/recipients",
+                Some(&self.admin_token),
+                &json!({"id": id, "name": format!("{id} (test)"), "kind": kind, "purposes": purposes}),
+            )
+            .await;
+        assert!(
+            resp.status() == 201 || resp.status() == 409,
+            "create recipient {id}: {}",
+            resp.status()
+        );
+    }
+
+    /// An esp key for `recipient` (registered first if needed) and `purposes`.
+    pub async fn esp_key(&self, recipient: &str, purposes: &[&str]) -> String {
+        self.ensure_recipient(recipient, "esp", purposes).await;
+        let resp = self
+            .post_json(
+                "/v1/keys",
+                Some(&self.admin_token),
+                &json!({"name": format!("{recipient} esp"), "role": "esp", "recipient": recipient, "purposes": purposes}),
+            )
+            .await;
+        assert_eq!(resp.status(), 201, "create esp key for {recipient}");
+        let v: Value = resp.json().await.expect("json");
+        v["token"].as_str().expect("token").to_owned()
     }
 
     /// Sends a tracking call the way Segment's clients do: write key as Basic user name.

@@ -1,10 +1,12 @@
 //! The integration tests: each spawns the real gateway on port 0 against its own database.
+mod architecture;
 mod audit;
 mod auth;
 mod authorization;
 mod cli;
 mod consents;
 mod errors;
+mod gate;
 mod health;
 mod helpers;
 mod identity;

@@ -1,5 +1,6 @@
 pub mod audit;
 pub mod consents;
+pub mod esp;
 pub mod imports;
 pub mod keys;
 pub mod oauth;

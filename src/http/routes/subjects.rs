@@ -116,8 +116,6 @@ pub async fn lift(
     auth: Authorized<DpoOnly>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    restrictions(&state, &auth)
-        .lift(&path.into_inner())
-        .await?;
+    restrictions(&state, &auth).lift(&path.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -103,8 +103,14 @@ impl Gate<'_> {
             .await?;
         let result = match view {
             Ok(view) => {
-                self.record(&txn, grant, &subject, view.disclosed(), "disclosure.profile")
-                    .await?;
+                self.record(
+                    &txn,
+                    grant,
+                    &subject,
+                    view.disclosed(),
+                    "disclosure.profile",
+                )
+                .await?;
                 Ok(view)
             }
             Err(()) => Err(GateError::NotFound),
@@ -137,7 +143,13 @@ impl Gate<'_> {
         let subject = found.subject_id;
         let pseudonym = self.keyring.pseudonym(grant.recipient(), &subject)?;
         let view = self
-            .decide(&txn, grant, &subject, pseudonym.clone(), "disclosure.pseudonym")
+            .decide(
+                &txn,
+                grant,
+                &subject,
+                pseudonym.clone(),
+                "disclosure.pseudonym",
+            )
             .await?;
         let result = match view {
             Ok(_) => {
@@ -199,6 +211,7 @@ impl Gate<'_> {
     ) -> Result<(), GateError> {
         let entry = NewEntry {
             subject_ref: Some(self.audit.subject_ref(subject)?),
+            purpose: Some(grant.purpose().name.clone()),
             ..NewEntry::new(self.actor.clone(), action, Outcome::Denied)
                 .request_id(self.request_id.clone())
                 .attributes(vec![
@@ -240,6 +253,7 @@ impl Gate<'_> {
         .await?;
         let entry = NewEntry {
             subject_ref: Some(self.audit.subject_ref(subject)?),
+            purpose: Some(grant.purpose().name.clone()),
             ..NewEntry::new(self.actor.clone(), action, Outcome::Ok)
                 .request_id(self.request_id.clone())
                 .attributes(audited)

@@ -70,11 +70,8 @@ fn aggregate_values(a: &Aggregates) -> [(&'static str, Value); 12] {
 fn date_of_birth(v: &Value) -> Option<(i32, u8, u8)> {
     let s = v.as_str()?;
     let d = s.get(..10)?;
-    let date = time::Date::parse(
-        d,
-        time::macros::format_description!("[year]-[month]-[day]"),
-    )
-    .ok()?;
+    let date =
+        time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]")).ok()?;
     Some((date.year(), u8::from(date.month()), date.day()))
 }
 
@@ -148,6 +145,10 @@ pub async fn load_record<C: ConnectionTrait>(
     let mut born = None;
     let mut stated = None;
     for t in profiles::traits_of(c, subject_id).await? {
+        // Contact identifiers are shown once, normalised, from the identifiers.
+        if t.category == "user.contact.email" || t.category == "user.contact.phone_number" {
+            continue;
+        }
         let readable = grant.purpose.may_read(&t.category);
         let is_dob = t.category == "user.demographic.date_of_birth";
         let value = match (&t.value, &t.sealed) {

@@ -181,7 +181,11 @@ impl MinimisedProfile {
             out.push("phone".into());
         }
         out.extend(self.traits.iter().map(|(k, _)| format!("traits.{k}")));
-        out.extend(self.aggregates.iter().map(|(k, _)| format!("aggregates.{k}")));
+        out.extend(
+            self.aggregates
+                .iter()
+                .map(|(k, _)| format!("aggregates.{k}")),
+        );
         out
     }
 }
