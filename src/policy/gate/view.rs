@@ -296,3 +296,171 @@ pub fn minimise(
         aggregates,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::policy::{Policies, Purpose};
+
+    fn shipped() -> Arc<Policies> {
+        Arc::new(
+            Policies::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+                .expect("shipped policies load"),
+        )
+    }
+
+    fn purpose(reads: Vec<String>, basis: LegalBasis, min_age: Option<u8>) -> Purpose {
+        Purpose {
+            name: "test.purpose".into(),
+            description: String::new(),
+            legal_basis: basis,
+            consent: (basis == LegalBasis::Consent).then(|| "news".to_owned()),
+            reads,
+            profiling: false,
+            sale_or_share: false,
+            minimum_age: min_age,
+            retention_days: 30,
+            recipients: vec!["esp".into()],
+        }
+    }
+
+    fn record(policies: &Arc<Policies>, attributes: Vec<Attribute>) -> SubjectRecord {
+        SubjectRecord {
+            recipient: "r".into(),
+            pseudonym: Pseudonym::from_parts(1, &"A".repeat(43)),
+            policies: Arc::clone(policies),
+            attributes,
+            email: Some("ann@example.com".into()),
+            phone: Some("+442079460958".into()),
+            decisions: vec![Decision {
+                name: "news".into(),
+                status: "granted".into(),
+                method: "web_form".into(),
+                captured_at: 0,
+            }],
+            restricted: false,
+            suppressed: false,
+            born: None,
+            stated_age: None,
+        }
+    }
+
+    fn attribute(policies: &Policies, i: usize, category: &str, value: i64) -> Attribute {
+        Attribute {
+            source: if i % 3 == 0 {
+                Source::Aggregate
+            } else {
+                Source::Trait
+            },
+            name: Arc::from(format!("a{i}").as_str()),
+            category: Arc::from(category),
+            category_id: policies
+                .taxonomy
+                .categories()
+                .position(|(c, _)| c == category)
+                .and_then(|i| u16::try_from(i).ok()),
+            value: Some(Value::from(value)),
+        }
+    }
+
+    fn categories(p: &Policies) -> Vec<String> {
+        let mut all: Vec<String> = p.taxonomy.categories().map(|(c, _)| c.to_owned()).collect();
+        all.push(crate::policy::UNCLASSIFIED.to_owned());
+        all
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A view never holds an attribute outside the purpose's categories, and holds
+        /// every readable one; the same whether category ids or names are compared.
+        #[test]
+        fn a_view_holds_exactly_the_readable_attributes(
+            reads in proptest::collection::vec(0usize..64, 1..6),
+            attrs in proptest::collection::vec((0usize..64, any::<i64>()), 0..30),
+        ) {
+            let policies = shipped();
+            let all = categories(&policies);
+            let reads: Vec<String> = reads.iter().map(|i| all[i % (all.len() - 1)].clone()).collect();
+            let p = purpose(reads, LegalBasis::Consent, None);
+            let attributes: Vec<Attribute> = attrs
+                .iter()
+                .enumerate()
+                .map(|(i, (c, v))| attribute(&policies, i, &all[c % all.len()], *v))
+                .collect();
+            let s = record(&policies, attributes.clone());
+            let same = PurposeGrant::for_tests(Arc::clone(&policies), p.clone(), "r");
+            // A grant under a different (reloaded) set: names are compared instead.
+            let reloaded = PurposeGrant::for_tests(shipped(), p.clone(), "r");
+            for g in [&same, &reloaded] {
+                let view = minimise(&s, g, Timestamp::from_unix_micros(1)).unwrap();
+                let shown: Vec<&str> = view.traits().chain(view.aggregates()).map(|(k, _)| k).collect();
+                for a in &attributes {
+                    let allowed = p.may_read(&a.category);
+                    prop_assert_eq!(shown.contains(&a.name.as_ref()), allowed, "{} in {}", a.name, a.category);
+                }
+                prop_assert_eq!(view.email().is_some(), p.may_read("user.contact.email"));
+                prop_assert_eq!(view.phone().is_some(), p.may_read("user.contact.phone_number"));
+            }
+        }
+    }
+
+    #[test]
+    fn each_reason_to_refuse_is_its_own() {
+        let policies = shipped();
+        let p = purpose(vec!["user".into()], LegalBasis::Consent, Some(16));
+        let g = PurposeGrant::for_tests(Arc::clone(&policies), p, "r");
+        let at = Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
+        let ok = record(&policies, vec![]);
+        assert!(minimise(&ok, &g, at).is_ok());
+        let cases: Vec<(Box<dyn Fn(&mut SubjectRecord)>, Denial)> = vec![
+            (Box::new(|s| s.restricted = true), Denial::Restricted),
+            (Box::new(|s| s.suppressed = true), Denial::Suppressed),
+            (Box::new(|s| s.born = Some((2011, 6, 1))), Denial::UnderAge),
+            (Box::new(|s| s.stated_age = Some(15)), Denial::UnderAge),
+            (Box::new(|s| s.decisions.clear()), Denial::NoConsent),
+            (
+                Box::new(|s| s.decisions[0].status = "pending".into()),
+                Denial::NoConsent,
+            ),
+            (
+                Box::new(|s| s.recipient = "other".into()),
+                Denial::WrongRecipient,
+            ),
+        ];
+        for (change, expected) in cases {
+            let mut s = ok.clone();
+            change(&mut s);
+            assert_eq!(minimise(&s, &g, at).unwrap_err(), expected);
+        }
+        // Sixteen on the birthday itself is old enough; a grant captured later does not
+        // count for an earlier moment.
+        let mut s = ok.clone();
+        s.born = Some((2010, 12, 1));
+        assert!(minimise(&s, &g, at).is_ok());
+        let mut s = ok.clone();
+        s.decisions[0].captured_at = at.unix_micros() + 1;
+        assert_eq!(minimise(&s, &g, at).unwrap_err(), Denial::NoConsent);
+
+        // Legitimate interest: fine until an objection; GPC for a sale/share purpose.
+        let mut li = purpose(vec!["user".into()], LegalBasis::LegitimateInterest, None);
+        li.sale_or_share = true;
+        let g = PurposeGrant::for_tests(Arc::clone(&policies), li, "r");
+        let mut s = ok.clone();
+        s.decisions.clear();
+        assert!(minimise(&s, &g, at).is_ok());
+        s.decisions.push(Decision {
+            name: "test.purpose".into(),
+            status: "denied".into(),
+            method: "api".into(),
+            captured_at: 0,
+        });
+        assert_eq!(minimise(&s, &g, at).unwrap_err(), Denial::Objection);
+        s.decisions[0].method = "gpc".into();
+        assert_eq!(minimise(&s, &g, at).unwrap_err(), Denial::GpcOptOut);
+    }
+}
