@@ -179,3 +179,14 @@ async fn unknown_routes_methods_and_bad_queries_get_json_errors() {
     let (s, c, _) = error_of(app.get("/v1/audit/proof/abc", Some(&auditor)).await).await;
     assert_eq!((s, c.as_str()), (400, "invalid_path"));
 }
+
+#[test]
+fn every_error_code_is_in_the_readme_table() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    for code in consentry::http::error::ErrorCode::ALL {
+        let row = format!("| {} | `{}` |", code.status().as_u16(), code.as_str());
+        assert!(readme.contains(&row), "README lacks the row {row}");
+    }
+}

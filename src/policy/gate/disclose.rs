@@ -2,7 +2,7 @@
 //! disclosure record, or is not handed out.
 use std::collections::BTreeMap;
 
-use sea_orm::DatabaseTransaction;
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -92,16 +92,17 @@ impl Gate<'_> {
             Some(v) if v.retired => return Err(GateError::Retired(v.version)),
             Some(_) => {}
         }
-        let txn = self.db.begin_write().await?;
+        // Reads outside the write transaction: the write lock is held only for the
+        // disclosure record and its audit entry.
+        let conn = self.db.conn();
         let Some(subject) =
-            recipients::resolve_pseudonym(&txn, grant.recipient(), pseudonym.as_ref()).await?
+            recipients::resolve_pseudonym(conn, grant.recipient(), pseudonym.as_ref()).await?
         else {
             return Err(GateError::NotFound);
         };
-        let view = self
-            .decide(&txn, grant, &subject, pseudonym, "disclosure.profile")
-            .await?;
-        let result = match view {
+        let decision = self.decide(conn, grant, &subject, pseudonym).await?;
+        let txn = self.db.begin_write().await?;
+        let result = match decision {
             Ok(view) => {
                 self.record(
                     &txn,
@@ -113,7 +114,13 @@ impl Gate<'_> {
                 .await?;
                 Ok(view)
             }
-            Err(()) => Err(GateError::NotFound),
+            Err(denial) => {
+                if let Some(d) = denial {
+                    self.refused(&txn, grant, &subject, d, "disclosure.profile")
+                        .await?;
+                }
+                Err(GateError::NotFound)
+            }
         };
         txn.commit().await.map_err(StoreError::from)?;
         result
@@ -134,24 +141,19 @@ impl Gate<'_> {
                 LookupError::Store(s) => GateError::Store(s),
                 LookupError::Audit(a) => GateError::Audit(a),
             })?;
-        let txn = self.db.begin_write().await?;
+        let conn = self.db.conn();
         let Some(found) =
-            profiles::subject_for(&txn, &kind, &self.keyring.blind_indexes(&kind, &value)).await?
+            profiles::subject_for(conn, &kind, &self.keyring.blind_indexes(&kind, &value)).await?
         else {
             return Err(GateError::NotFound);
         };
         let subject = found.subject_id;
         let pseudonym = self.keyring.pseudonym(grant.recipient(), &subject)?;
-        let view = self
-            .decide(
-                &txn,
-                grant,
-                &subject,
-                pseudonym.clone(),
-                "disclosure.pseudonym",
-            )
+        let decision = self
+            .decide(conn, grant, &subject, pseudonym.clone())
             .await?;
-        let result = match view {
+        let txn = self.db.begin_write().await?;
+        let result = match decision {
             Ok(_) => {
                 recipients::remember_pseudonym(
                     &txn,
@@ -172,33 +174,32 @@ impl Gate<'_> {
                 .await?;
                 Ok(pseudonym)
             }
-            Err(()) => Err(GateError::NotFound),
+            Err(denial) => {
+                if let Some(d) = denial {
+                    self.refused(&txn, grant, &subject, d, "disclosure.pseudonym")
+                        .await?;
+                }
+                Err(GateError::NotFound)
+            }
         };
         txn.commit().await.map_err(StoreError::from)?;
         result
     }
 
-    /// Loads and minimises; a refusal is audited with its reason (inside `txn`).
-    async fn decide(
+    /// Loads and minimises. `Err(None)`: no such active subject; `Err(Some(d))`: refused.
+    async fn decide<C: ConnectionTrait>(
         &self,
-        txn: &DatabaseTransaction,
+        c: &C,
         grant: &PurposeGrant,
         subject: &str,
         pseudonym: Pseudonym,
-        action: &str,
-    ) -> Result<Result<MinimisedProfile, ()>, GateError> {
+    ) -> Result<Result<MinimisedProfile, Option<Denial>>, GateError> {
         let Some(record) =
-            load_record(txn, self.master, self.keyring, grant, subject, pseudonym).await?
+            load_record(c, self.master, self.keyring, grant, subject, pseudonym).await?
         else {
-            return Ok(Err(()));
+            return Ok(Err(None));
         };
-        match minimise(&record, grant, self.now) {
-            Ok(view) => Ok(Ok(view)),
-            Err(denial) => {
-                self.refused(txn, grant, subject, denial, action).await?;
-                Ok(Err(()))
-            }
-        }
+        Ok(minimise(&record, grant, self.now).map_err(Some))
     }
 
     async fn refused(

@@ -93,6 +93,13 @@ pub struct SubjectRecord {
     pub(super) stated_age: Option<u32>,
 }
 
+impl SubjectRecord {
+    /// How many attributes were loaded (traits and aggregates).
+    pub fn attribute_count(&self) -> usize {
+        self.attributes.len()
+    }
+}
+
 /// What a recipient may see of one subject for one purpose. Only [`minimise`] makes one.
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct MinimisedProfile {
@@ -273,8 +280,13 @@ pub fn minimise(
             g.purpose.may_read(&a.category)
         }
     };
-    let mut traits = Vec::new();
-    let mut aggregates = Vec::new();
+    let n_traits = s
+        .attributes
+        .iter()
+        .filter(|a| a.source == Source::Trait)
+        .count();
+    let mut traits = Vec::with_capacity(n_traits);
+    let mut aggregates = Vec::with_capacity(s.attributes.len() - n_traits);
     for a in &s.attributes {
         if let Some(v) = &a.value
             && readable(a)
