@@ -194,12 +194,8 @@ async fn run(label: &str, url: Option<String>) {
     }
     let ours = DECISIONS as f64 / t.elapsed().as_secs_f64();
     // Baseline: the same allowed fields, already picked out, cloned.
-    let plain: (
-        String,
-        String,
-        Vec<(Arc<str>, Value)>,
-        Vec<(Arc<str>, Value)>,
-    ) = (
+    type Fields = Vec<(Arc<str>, Value)>;
+    let plain: (String, String, Fields, Fields) = (
         view.pseudonym().to_string(),
         view.email().unwrap_or_default().to_owned(),
         view.traits()

@@ -115,6 +115,30 @@ fn person(rng: &mut Rng, i: u64, now: i64) -> Vec<Message> {
         "country": country,
         "plan": rng.pick(&["free", "plus", "gold"]),
     }));
+    // Half give a date of birth (a few are too young for marketing).
+    if rng.chance(50) {
+        let year = 1950 + rng.below(63);
+        id.traits.insert(
+            "birthday".into(),
+            Value::String(format!(
+                "{year}-{:02}-{:02}",
+                rng.below(12) + 1,
+                rng.below(28) + 1
+            )),
+        );
+    }
+    // What their consent banner said, and the newsletter: most confirmed the double
+    // opt-in, some declined, the rest never answered.
+    id.context = props(json!({"consent": {"categoryPreferences": {
+        "Personalization": rng.chance(70), "Analytics": rng.chance(80),
+        "Advertising": rng.chance(25)}}}));
+    if rng.chance(65) {
+        id.consents
+            .push(("email_marketing".into(), "granted", "double_opt_in"));
+    } else if rng.chance(50) {
+        id.consents
+            .push(("email_marketing".into(), "denied", "web_form"));
+    }
     // Six in ten give a mobile number, unique per person.
     if rng.chance(60) {
         id.traits

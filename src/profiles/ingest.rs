@@ -441,6 +441,11 @@ impl Ingest<'_> {
                 .consents
                 .insert((subject.to_owned(), consent.clone()), (status, "cmp", at));
         }
+        for (consent, status, method) in &m.consents {
+            pending
+                .consents
+                .insert((subject.to_owned(), consent.clone()), (status, method, at));
+        }
         if self.gpc {
             // A consent-based purpose loses its consent; any other sale/share purpose
             // gets an objection under its own name.

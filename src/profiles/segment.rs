@@ -87,6 +87,10 @@ pub struct Message {
     /// Identifiers given directly as (kind, normalised value), by imports; a tracking
     /// message carries its identifiers in the fields above and leaves this empty.
     pub identifiers: Vec<(String, String)>,
+    /// Consent decisions given directly by a trusted source (the synthetic population):
+    /// (consent, status, method), captured at `timestamp`. The tracking API never fills
+    /// it; clients send `context.consent` instead.
+    pub consents: Vec<(String, &'static str, &'static str)>,
 }
 
 impl Message {
@@ -110,6 +114,7 @@ impl Message {
             timestamp,
             sent_at: None,
             identifiers: Vec::new(),
+            consents: Vec::new(),
         }
     }
 }
@@ -367,6 +372,7 @@ fn parse_object(
         timestamp,
         sent_at,
         identifiers: Vec::new(),
+        consents: Vec::new(),
     })
 }
 

@@ -426,3 +426,55 @@ async fn import_checks_with_a_dry_run_then_imports_and_a_rerun_is_idempotent() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn keys_rotate_and_retire_a_recipients_pseudonym_key() {
+    let cli = Cli::new().await;
+    assert!(cli.run(&["migrate"]).status.success());
+    let db = cli.db().await;
+    use sea_orm::ConnectionTrait;
+    db.conn()
+        .execute_unprepared(
+            "INSERT INTO recipients (id, name, kind, purposes, webhook_url, webhook_secret, created_at) \
+             VALUES ('acme-esp', 'Acme', 'esp', '[\"marketing.communications.email\"]', NULL, NULL, 0)",
+        )
+        .await
+        .unwrap();
+    for expected in ["version 1", "version 2"] {
+        let out = cli.run(&["keys", "rotate", "--recipient", "acme-esp"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains(expected), "{}", stderr(&out));
+    }
+    let out = cli.run(&[
+        "keys",
+        "rotate",
+        "--recipient",
+        "acme-esp",
+        "--retire",
+        "v1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli.run(&[
+        "keys",
+        "rotate",
+        "--recipient",
+        "acme-esp",
+        "--retire",
+        "v2",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("last active"), "{}", stderr(&out));
+    let out = cli.run(&["keys", "rotate", "--recipient", "nobody"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no recipient"), "{}", stderr(&out));
+    let out = cli.run(&["keys", "rotate"]);
+    assert!(!out.status.success(), "a kind or a recipient is required");
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM keyring_keys WHERE kind = 'pseudonym:acme-esp' AND retired_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
+}

@@ -105,7 +105,7 @@ pub fn authorize(
             recipient.id
         ));
     }
-    if !def.recipients.iter().any(|k| *k == recipient.kind) {
+    if !def.recipients.contains(&recipient.kind) {
         return forbidden(format!(
             "purpose `{purpose}` no longer allows recipients of kind `{}`",
             recipient.kind

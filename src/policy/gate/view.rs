@@ -363,7 +363,7 @@ mod tests {
 
     fn attribute(policies: &Policies, i: usize, category: &str, value: i64) -> Attribute {
         Attribute {
-            source: if i % 3 == 0 {
+            source: if i.is_multiple_of(3) {
                 Source::Aggregate
             } else {
                 Source::Trait
@@ -429,7 +429,8 @@ mod tests {
         let at = Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
         let ok = record(&policies, vec![]);
         assert!(minimise(&ok, &g, at).is_ok());
-        let cases: Vec<(Box<dyn Fn(&mut SubjectRecord)>, Denial)> = vec![
+        type Change = Box<dyn Fn(&mut SubjectRecord)>;
+        let cases: Vec<(Change, Denial)> = vec![
             (Box::new(|s| s.restricted = true), Denial::Restricted),
             (Box::new(|s| s.suppressed = true), Denial::Suppressed),
             (Box::new(|s| s.born = Some((2011, 6, 1))), Denial::UnderAge),
