@@ -7,6 +7,7 @@ mod m20261203_000003_aggregates;
 mod m20261203_000004_suppressions;
 mod m20261203_000005_consents;
 mod m20261203_000006_recipients;
+mod m20261203_000007_dsar;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000004_suppressions::Migration),
             Box::new(m20261203_000005_consents::Migration),
             Box::new(m20261203_000006_recipients::Migration),
+            Box::new(m20261203_000007_dsar::Migration),
         ]
     }
 }

@@ -13,6 +13,7 @@ use crate::crypto::{KeyKind, MasterKeySource};
 use crate::domain::{Actor, Role, SystemClock};
 use crate::startup::{Application, Core};
 
+mod dsar;
 mod import;
 mod policy;
 
@@ -69,6 +70,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Data-subject requests: the queue, verification, deadlines.
+    #[command(subcommand)]
+    Dsar(dsar::DsarCommand),
     /// Print the record of processing activities (GDPR Art. 30) from the policies.
     Ropa {
         /// markdown or json.
@@ -241,6 +245,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             policy::check(settings, dir).await
         }
         Command::Demo { profiles, seed } => demo(settings, profiles, seed).await,
+        Command::Dsar(cmd) => dsar::run(settings, cmd).await,
     }
 }
 

@@ -39,10 +39,11 @@ pub enum ErrorCode {
     UnknownPurpose,
     InvalidPseudonym,
     PseudonymRetired,
+    InvalidState,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidQuery,
@@ -67,6 +68,7 @@ impl ErrorCode {
         ErrorCode::UnknownPurpose,
         ErrorCode::InvalidPseudonym,
         ErrorCode::PseudonymRetired,
+        ErrorCode::InvalidState,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +108,7 @@ impl ErrorCode {
             C::UnknownPurpose => (StatusCode::BAD_REQUEST, "unknown_purpose"),
             C::InvalidPseudonym => (StatusCode::BAD_REQUEST, "invalid_pseudonym"),
             C::PseudonymRetired => (StatusCode::GONE, "pseudonym_retired"),
+            C::InvalidState => (StatusCode::CONFLICT, "invalid_state"),
         }
     }
 }
@@ -360,6 +363,19 @@ impl From<crate::subject_requests::restriction::RestrictionError> for ApiError {
         match e {
             E::Invalid(m) => ApiError::new(ErrorCode::ValidationFailed, m),
             E::NoSubject | E::NotRestricted => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::Store(s) => s.into(),
+            E::Audit(a) => a.into(),
+        }
+    }
+}
+
+impl From<crate::subject_requests::requests::RequestError> for ApiError {
+    fn from(e: crate::subject_requests::requests::RequestError) -> Self {
+        use crate::subject_requests::requests::RequestError as E;
+        match e {
+            E::Invalid(m) => ApiError::new(ErrorCode::ValidationFailed, m),
+            E::NotFound => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::State(m) => ApiError::new(ErrorCode::InvalidState, m),
             E::Store(s) => s.into(),
             E::Audit(a) => a.into(),
         }

@@ -14,7 +14,8 @@ pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_heade
 
 use error::{ApiError, ErrorCode};
 use routes::{
-    audit, consents, esp, imports, keys, oauth, policies, recipients, subjects, system, tracking,
+    audit, consents, dsar, esp, imports, keys, oauth, policies, recipients, subjects, system,
+    tracking,
 };
 
 #[derive(OpenApi)]
@@ -33,6 +34,8 @@ use routes::{
         consents::record, consents::history, consents::confirm, consents::receipt,
         recipients::create, recipients::list, recipients::get, recipients::rotate,
         recipients::retire, esp::profile, esp::pseudonym,
+        dsar::create, dsar::list, dsar::show, dsar::verify, dsar::extend, dsar::reject,
+        dsar::withdraw,
     ),
     modifiers(&Security),
     tags(
@@ -41,6 +44,7 @@ use routes::{
         (name = "keys", description = "API keys and the keyring (admin)"),
         (name = "audit", description = "The tamper-evident access log (auditor)"),
         (name = "subjects", description = "Finding subjects and restricting processing (dpo)"),
+        (name = "dsar", description = "Data-subject requests and their deadlines (dpo; ingest may file)"),
         (name = "recipients", description = "Recipients (admin) and the minimised profiles an ESP reads (esp)"),
         (name = "policies", description = "The record of processing activities (dpo, auditor) and policy reloads (admin)"),
         (name = "consents", description = "The consent ledger (ingest, dpo)"),
@@ -130,6 +134,16 @@ pub fn configure(cfg: &mut ServiceConfig) {
         resource("/v1/recipients/{rid}/profiles/{pseudonym}").route(web::get().to(esp::profile)),
     )
     .service(resource("/v1/recipients/{rid}/pseudonyms").route(web::post().to(esp::pseudonym)))
+    .service(
+        resource("/v1/dsar")
+            .route(web::post().to(dsar::create))
+            .route(web::get().to(dsar::list)),
+    )
+    .service(resource("/v1/dsar/{id}").route(web::get().to(dsar::show)))
+    .service(resource("/v1/dsar/{id}/verify").route(web::post().to(dsar::verify)))
+    .service(resource("/v1/dsar/{id}/extend").route(web::post().to(dsar::extend)))
+    .service(resource("/v1/dsar/{id}/reject").route(web::post().to(dsar::reject)))
+    .service(resource("/v1/dsar/{id}/withdraw").route(web::post().to(dsar::withdraw)))
     .service(resource("/v1/ropa").route(web::get().to(policies::ropa)))
     .service(resource("/v1/policies/reload").route(web::post().to(policies::reload)))
     .service(resource("/v1/identify").route(web::post().to(tracking::identify)))

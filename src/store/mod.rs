@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod consents;
 pub mod disclosures;
+pub mod dsar;
 mod entity;
 pub mod keyring;
 pub mod profiles;

@@ -71,6 +71,13 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
         Some(&["esp"]),
     ),
     ("post", "/v1/recipients/{rid}/pseudonyms", Some(&["esp"])),
+    ("post", "/v1/dsar", Some(&["dpo", "ingest"])),
+    ("get", "/v1/dsar", Some(&["dpo"])),
+    ("get", "/v1/dsar/{id}", Some(&["dpo"])),
+    ("post", "/v1/dsar/{id}/verify", Some(&["dpo"])),
+    ("post", "/v1/dsar/{id}/extend", Some(&["dpo"])),
+    ("post", "/v1/dsar/{id}/reject", Some(&["dpo"])),
+    ("post", "/v1/dsar/{id}/withdraw", Some(&["dpo"])),
 ];
 
 /// The tracking API takes its write key as the HTTP Basic user name, as Segment's clients send it.

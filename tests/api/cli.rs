@@ -478,3 +478,41 @@ async fn keys_rotate_and_retire_a_recipients_pseudonym_key() {
         1
     );
 }
+
+#[tokio::test]
+async fn dsar_commands_file_list_and_verify_a_request() {
+    let cli = Cli::new().await;
+    let out = cli.run(&[
+        "dsar",
+        "create",
+        "--kind",
+        "access",
+        "--identifier",
+        "email=ann@example.com",
+        "--channel",
+        "letter",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    assert!(id.starts_with("dsar_"), "{id}");
+    let out = cli.run(&["dsar", "list"]);
+    assert!(stdout(&out).contains(&id));
+    let out = cli.run(&["dsar", "verify", &id, "--note", "ID card seen"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["status"], "verified");
+    let out = cli.run(&["dsar", "extend", &id, "--months", "5", "--reason", "x"]);
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    let out = cli.run(&[
+        "dsar",
+        "create",
+        "--kind",
+        "nope",
+        "--identifier",
+        "email=a@b.example",
+        "--channel",
+        "x",
+    ]);
+    assert!(!out.status.success());
+}

@@ -1,5 +1,6 @@
 pub mod audit;
 pub mod consents;
+pub mod dsar;
 pub mod esp;
 pub mod imports;
 pub mod keys;

@@ -58,10 +58,15 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     }
 }
 
-/// Prometheus text exposition: requests by route and status, latency, audit appends.
+/// Prometheus text exposition: requests by route and status, latency, audit appends,
+/// overdue data-subject requests (`consentry_dsar_overdue`, counted at each scrape).
 #[utoipa::path(get, path = "/metrics", tag = "system",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // A database that does not answer leaves the last count; /readyz says why.
+    if let Ok(n) = crate::subject_requests::requests::overdue(&state.db, state.clock.now()).await {
+        metrics::gauge!("consentry_dsar_overdue").set(n as f64);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

@@ -6,6 +6,8 @@ pub mod audit_entry;
 pub mod audit_head;
 pub mod consent;
 pub mod disclosure;
+pub mod dsar_request;
+pub mod dsar_transition;
 pub mod event;
 pub mod identifier;
 pub mod identity_conflict;

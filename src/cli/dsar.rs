@@ -1,0 +1,162 @@
+//! `consentry dsar ...`: the DPO's request queue from the command line, through the same
+//! service as `/v1/dsar` (audited with the actor `cli`).
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Subcommand;
+
+use crate::config::Settings;
+use crate::domain::{Actor, SystemClock};
+use crate::startup::Core;
+use crate::subject_requests::requests::{
+    Extension, NewRequest, Rejection, RequestView, Requests, Verification, Withdrawal,
+};
+
+#[derive(Subcommand, Debug)]
+pub enum DsarCommand {
+    /// File a request; prints its id alone on standard output.
+    Create {
+        /// access, portability, erasure, rectification, restriction or objection.
+        #[arg(long)]
+        kind: String,
+        /// An identifier the requester gave, as KIND=VALUE (email=ann@example.com); repeat for more.
+        #[arg(long = "identifier", value_name = "KIND=VALUE", required = true)]
+        identifiers: Vec<String>,
+        /// How it arrived (email, web_form, letter, phone, in_person ...).
+        #[arg(long)]
+        channel: String,
+        /// RFC 3339; default now.
+        #[arg(long)]
+        received_at: Option<String>,
+    },
+    /// The queue by due date.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        /// RFC 3339.
+        #[arg(long)]
+        due_before: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One request with its transitions, as JSON.
+    Show { id: String },
+    /// Record that identity was checked (dpo_attested) and how.
+    Verify {
+        id: String,
+        #[arg(long)]
+        note: String,
+    },
+    /// Extend the deadline once by 1 or 2 months.
+    Extend {
+        id: String,
+        #[arg(long)]
+        months: i32,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reject: identity_not_verified, manifestly_unfounded or no_data_held.
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// The requester withdrew it.
+    Withdraw {
+        id: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+fn print(v: &RequestView) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn run(settings: Settings, cmd: DsarCommand) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init(settings.log_format, "warn");
+    let core = Core::open(settings, Arc::new(SystemClock)).await?;
+    let keyring = core.keyring.get();
+    let policies = core.policies.get();
+    let r = Requests {
+        db: &core.db,
+        keyring: &keyring,
+        audit: &core.audit,
+        policies: &policies,
+        actor: Actor::cli(),
+        request_id: None,
+        now: core.clock.now(),
+    };
+    match cmd {
+        DsarCommand::Create {
+            kind,
+            identifiers,
+            channel,
+            received_at,
+        } => {
+            let mut ids = BTreeMap::new();
+            for i in identifiers {
+                let (k, v) = i.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!("--identifier: KIND=VALUE, e.g. email=ann@example.com")
+                })?;
+                ids.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+            let v = r
+                .create(&NewRequest {
+                    kind,
+                    identifiers: ids,
+                    channel,
+                    received_at,
+                })
+                .await?;
+            println!("{}", v.id);
+            match &v.duplicate_of {
+                Some(first) => eprintln!("filed; a duplicate of {first}, due {}", v.due_at),
+                None => eprintln!("filed; due {}", v.due_at),
+            }
+        }
+        DsarCommand::List {
+            status,
+            due_before,
+            json,
+        } => {
+            let list = r.list(status.as_deref(), due_before.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for v in &list {
+                    let flag = if v.overdue { "  OVERDUE" } else { "" };
+                    println!(
+                        "{}  {:<13} {:<11} due {} ({} days){flag}",
+                        v.id, v.kind, v.status, v.due_at, v.days_left
+                    );
+                }
+            }
+        }
+        DsarCommand::Show { id } => print(&r.show(&id).await?)?,
+        DsarCommand::Verify { id, note } => print(
+            &r.verify(
+                &id,
+                &Verification {
+                    method: "dpo_attested".into(),
+                    note,
+                },
+            )
+            .await?,
+        )?,
+        DsarCommand::Extend { id, months, reason } => {
+            print(&r.extend(&id, &Extension { months, reason }).await?)?
+        }
+        DsarCommand::Reject { id, reason, note } => {
+            print(&r.reject(&id, &Rejection { reason, note }).await?)?
+        }
+        DsarCommand::Withdraw { id, note } => print(&r.withdraw(&id, &Withdrawal { note }).await?)?,
+    }
+    core.db.close().await?;
+    Ok(ExitCode::SUCCESS)
+}

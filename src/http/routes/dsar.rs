@@ -1,0 +1,183 @@
+//! Data-subject requests (DPOs; public forms file them with an ingest key).
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::Role;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::{Authorized, DpoOnly, IngestOrDpo, JsonBody, Permission, Query};
+use crate::startup::AppState;
+use crate::subject_requests::requests::{
+    Extension, NewRequest, Rejection, RequestReceipt, RequestView, Requests, Verification,
+    Withdrawal,
+};
+
+fn requests<'a, P: Permission>(
+    state: &'a AppState,
+    keyring: &'a crate::crypto::Keyring,
+    policies: &'a crate::policy::Policies,
+    auth: &Authorized<P>,
+) -> Requests<'a> {
+    Requests {
+        db: &state.db,
+        keyring,
+        audit: &state.audit,
+        policies,
+        actor: auth.actor(),
+        request_id: auth.request_id.clone(),
+        now: state.clock.now(),
+    }
+}
+
+macro_rules! with_requests {
+    ($state:expr, $auth:expr, |$r:ident| $body:expr) => {{
+        let keyring = $state.keyring.get();
+        let policies = $state.policies.get();
+        let $r = requests(&$state, &keyring, &policies, &$auth);
+        $body
+    }};
+}
+
+/// File a request. Its deadline is one calendar month from `received_at` (Art. 12(3)).
+/// A second open request of the same kind for the same person is linked to the first
+/// (`duplicate_of`). An ingest key (a public form) gets only the receipt.
+#[utoipa::path(post, path = "/v1/dsar", tag = "dsar", security(("bearer" = [])),
+    request_body = NewRequest, responses(
+    (status = 201, description = "Filed (a dpo key sees the whole request)", body = RequestView),
+    (status = 400, description = "Malformed body", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo or ingest key", body = ErrorBody),
+    (status = 413, description = "Body too large", body = ErrorBody),
+    (status = 415, description = "Not JSON", body = ErrorBody),
+    (status = 422, description = "Unknown kind, no or bad identifier, bad channel or time", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable; nothing filed", body = ErrorBody)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    auth: Authorized<IngestOrDpo>,
+    body: JsonBody<NewRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let new = body.parse().await?;
+    let view = with_requests!(state, auth, |r| r.create(&new).await?);
+    if auth.caller.role == Role::Ingest {
+        return Ok(HttpResponse::Created().json(RequestReceipt::from(&view)));
+    }
+    Ok(HttpResponse::Created().json(view))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct QueueQuery {
+    /// Only requests in this status.
+    pub status: Option<String>,
+    /// RFC 3339: only requests due before this moment.
+    pub due_before: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Queue {
+    /// By due date, soonest first (at most 1,000).
+    pub requests: Vec<RequestView>,
+}
+
+/// The queue, by due date, with days left and overdue flags.
+#[utoipa::path(get, path = "/v1/dsar", tag = "dsar", security(("bearer" = [])),
+    params(QueueQuery), responses(
+    (status = 200, description = "The queue", body = Queue),
+    (status = 400, description = "Bad status or time", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo key", body = ErrorBody)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    auth: Authorized<DpoOnly>,
+    q: Query<QueueQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = q.parse()?;
+    let list = with_requests!(state, auth, |r| r
+        .list(q.status.as_deref(), q.due_before.as_deref())
+        .await
+        .map_err(|e| match e {
+            crate::subject_requests::requests::RequestError::Invalid(m) =>
+                ApiError::new(crate::http::error::ErrorCode::InvalidQuery, m),
+            other => other.into(),
+        })?);
+    Ok(HttpResponse::Ok().json(Queue { requests: list }))
+}
+
+/// One request with every transition (who, why, when).
+#[utoipa::path(get, path = "/v1/dsar/{id}", tag = "dsar", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The request id")),
+    responses(
+    (status = 200, description = "The request", body = RequestView),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo key", body = ErrorBody),
+    (status = 404, description = "No such request", body = ErrorBody)))]
+pub async fn show(
+    state: web::Data<AppState>,
+    auth: Authorized<DpoOnly>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let v = with_requests!(state, auth, |r| r.show(&path).await?);
+    Ok(HttpResponse::Ok().json(v))
+}
+
+macro_rules! transition_route {
+    ($name:ident, $path:literal, $body:ty, $method:ident, $doc:literal, $bad:literal) => {
+        #[doc = $doc]
+        #[utoipa::path(post, path = $path, tag = "dsar", security(("bearer" = [])),
+            params(("id" = String, Path, description = "The request id")),
+            request_body = $body, responses(
+            (status = 200, description = "Done", body = RequestView),
+            (status = 400, description = "Malformed body", body = ErrorBody),
+            (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+            (status = 403, description = "Not a dpo key", body = ErrorBody),
+            (status = 404, description = "No such request", body = ErrorBody),
+            (status = 409, description = $bad, body = ErrorBody),
+            (status = 413, description = "Body too large", body = ErrorBody),
+            (status = 415, description = "Not JSON", body = ErrorBody),
+            (status = 422, description = "Invalid value (named in the message)", body = ErrorBody),
+            (status = 503, description = "Audit log or database unavailable; nothing changed", body = ErrorBody)))]
+        pub async fn $name(
+            state: web::Data<AppState>,
+            auth: Authorized<DpoOnly>,
+            path: web::Path<String>,
+            body: JsonBody<$body>,
+        ) -> Result<HttpResponse, ApiError> {
+            let b = body.parse().await?;
+            let v = with_requests!(state, auth, |r| r.$method(&path, &b).await?);
+            Ok(HttpResponse::Ok().json(v))
+        }
+    };
+}
+
+transition_route!(
+    verify,
+    "/v1/dsar/{id}/verify",
+    Verification,
+    verify,
+    "Record that the requester's identity was checked (`dpo_attested`, with how). Nothing is executed before this.",
+    "Not in a state that can be verified"
+);
+transition_route!(
+    extend,
+    "/v1/dsar/{id}/extend",
+    Extension,
+    extend,
+    "Extend the deadline by one or two further months, once, with a reason (Art. 12(3)).",
+    "Already extended, or the request is closed"
+);
+transition_route!(
+    reject,
+    "/v1/dsar/{id}/reject",
+    Rejection,
+    reject,
+    "Reject: identity not verified, manifestly unfounded, or no data held.",
+    "The request is closed"
+);
+transition_route!(
+    withdraw,
+    "/v1/dsar/{id}/withdraw",
+    Withdrawal,
+    withdraw,
+    "The requester withdrew the request.",
+    "The request is closed"
+);

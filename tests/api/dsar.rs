@@ -1,0 +1,361 @@
+//! Data-subject requests: the state machine, deadlines, duplicates, bad input.
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+async fn file(app: &TestApp, key: &str, body: Value) -> reqwest::Response {
+    app.post_json("/v1/dsar", Some(key), &body).await
+}
+
+async fn filed(app: &TestApp, key: &str, body: Value) -> Value {
+    let r = file(app, key, body).await;
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+async fn act(app: &TestApp, dpo: &str, id: &str, what: &str, body: Value) -> reqwest::Response {
+    app.post_json(&format!("/v1/dsar/{id}/{what}"), Some(dpo), &body)
+        .await
+}
+
+async fn known_person(app: &TestApp, email: &str) {
+    let (_, ingest) = app.create_key("ingest").await;
+    let r = app
+        .track(
+            &ingest,
+            "/v1/identify",
+            &json!({"userId": format!("u-{email}"), "traits": {"email": email}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_request_moves_through_its_states_and_every_move_is_recorded() {
+    let app = spawn_app().await;
+    known_person(&app, "ann@example.com").await;
+    let (dpo_id, dpo) = app.create_key("dpo").await;
+    let v = filed(
+        &app,
+        &dpo,
+        json!({"kind": "access", "identifiers": {"email": "Ann@Example.com"}, "channel": "email"}),
+    )
+    .await;
+    assert_eq!(v["status"], "received");
+    assert!(
+        v["subject_id"].is_string(),
+        "the identifiers found the person"
+    );
+    assert_eq!(v["identifier_kinds"], json!(["email"]));
+    // One calendar month from 2026-12-01T10:00Z (the test clock).
+    assert!(
+        v["due_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2027-01-01T10:00:00")
+    );
+    assert_eq!(v["days_left"], 31);
+    assert_eq!(v["overdue"], false);
+    let id = v["id"].as_str().unwrap();
+
+    let r = act(
+        &app,
+        &dpo,
+        id,
+        "verify",
+        json!({"method": "dpo_attested", "note": "replied from the account's address"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "verified");
+    assert_eq!(v["verification_method"], "dpo_attested");
+    let r = act(
+        &app,
+        &dpo,
+        id,
+        "verify",
+        json!({"method": "dpo_attested", "note": "again"}),
+    )
+    .await;
+    assert_eq!(r.status(), 409);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "invalid_state");
+
+    let v = app.get_json(&format!("/v1/dsar/{id}"), Some(&dpo)).await;
+    let moves = v["transitions"].as_array().unwrap();
+    assert_eq!(moves.len(), 2);
+    assert_eq!(moves[0]["from"], Value::Null);
+    assert_eq!(moves[0]["to"], "received");
+    assert_eq!(moves[1]["from"], "received");
+    assert_eq!(moves[1]["to"], "verified");
+    assert_eq!(moves[1]["by"], dpo_id.as_str());
+    assert_eq!(moves[1]["reason"], "replied from the account's address");
+    assert_eq!(
+        app.count("audit_entries", "WHERE action = 'dsar.transition'")
+            .await,
+        2
+    );
+    // Withdrawn is final.
+    let r = act(&app, &dpo, id, "withdraw", json!({})).await;
+    assert_eq!(r.status(), 200);
+    let r = act(
+        &app,
+        &dpo,
+        id,
+        "reject",
+        json!({"reason": "manifestly_unfounded"}),
+    )
+    .await;
+    assert_eq!(r.status(), 409);
+    app.verify().await.expect("the audit log verifies");
+}
+
+#[tokio::test]
+async fn deadlines_extend_once_and_overdue_requests_are_flagged() {
+    let app = spawn_app().await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let late = filed(
+        &app,
+        &dpo,
+        json!({"kind": "erasure", "identifiers": {"email": "late@example.com"}, "channel": "letter",
+               "received_at": "2026-10-31T09:00:00Z"}),
+    )
+    .await;
+    // 31 October + one month = 30 November: already past on 1 December.
+    assert!(
+        late["due_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-11-30T09:00:00")
+    );
+    assert_eq!(late["overdue"], true);
+    assert_eq!(late["days_left"], -2);
+    let soon = filed(
+        &app,
+        &dpo,
+        json!({"kind": "access", "identifiers": {"email": "soon@example.com"}, "channel": "web_form",
+               "received_at": "2026-11-20T09:00:00Z"}),
+    )
+    .await;
+    let queue = app.get_json("/v1/dsar?status=received", Some(&dpo)).await;
+    let ids: Vec<&str> = queue["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![late["id"].as_str().unwrap(), soon["id"].as_str().unwrap()]
+    );
+    let due = app
+        .get_json("/v1/dsar?due_before=2026-12-15T00:00:00Z", Some(&dpo))
+        .await;
+    assert_eq!(due["requests"].as_array().unwrap().len(), 1);
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(metrics.contains("consentry_dsar_overdue"), "{metrics}");
+
+    let id = late["id"].as_str().unwrap();
+    for (body, status) in [
+        (json!({"months": 3, "reason": "complex"}), 422),
+        (json!({"months": 0, "reason": "complex"}), 422),
+        (json!({"months": 2, "reason": " "}), 422),
+    ] {
+        assert_eq!(act(&app, &dpo, id, "extend", body).await.status(), status);
+    }
+    let r = act(
+        &app,
+        &dpo,
+        id,
+        "extend",
+        json!({"months": 2, "reason": "many systems to search"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["due_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2027-01-30T09:00:00")
+    );
+    assert_eq!(v["overdue"], false);
+    assert_eq!(v["extended_months"], 2);
+    let r = act(
+        &app,
+        &dpo,
+        id,
+        "extend",
+        json!({"months": 1, "reason": "more"}),
+    )
+    .await;
+    assert_eq!(r.status(), 409, "only once");
+    app.clock.advance_secs(61 * 86_400);
+    let v = app.get_json(&format!("/v1/dsar/{id}"), Some(&dpo)).await;
+    assert_eq!(v["overdue"], true);
+    for bad in ["status=lost", "due_before=tomorrow", "colour=red"] {
+        let r = app.get(&format!("/v1/dsar?{bad}"), Some(&dpo)).await;
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn a_second_open_request_of_the_same_kind_is_linked_to_the_first() {
+    let app = spawn_app().await;
+    known_person(&app, "ann@example.com").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let body =
+        json!({"kind": "erasure", "identifiers": {"email": "ann@example.com"}, "channel": "email"});
+    let first = filed(&app, &dpo, body.clone()).await;
+    assert_eq!(first["duplicate_of"], Value::Null);
+    let second = filed(&app, &dpo, body.clone()).await;
+    assert_eq!(second["duplicate_of"], first["id"]);
+    let other = filed(
+        &app,
+        &dpo,
+        json!({"kind": "access", "identifiers": {"email": "ann@example.com"}, "channel": "email"}),
+    )
+    .await;
+    assert_eq!(
+        other["duplicate_of"],
+        Value::Null,
+        "another kind is its own request"
+    );
+    let id = first["id"].as_str().unwrap();
+    let r = act(
+        &app,
+        &dpo,
+        id,
+        "reject",
+        json!({"reason": "identity_not_verified"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let third = filed(&app, &dpo, body).await;
+    assert_eq!(third["duplicate_of"], Value::Null, "the first is closed");
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    known_person(&app, "ann@example.com").await;
+    let (_, ingest) = app.create_key("ingest").await;
+    let r = app
+        .track(
+            &ingest,
+            "/v1/identify",
+            &json!({"userId": "u-bob", "traits": {"email": "bob@example.com"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let (_, dpo) = app.create_key("dpo").await;
+    let ok =
+        json!({"kind": "access", "identifiers": {"email": "ann@example.com"}, "channel": "email"});
+    let with = |k: &str, v: Value| {
+        let mut b = ok.clone();
+        b[k] = v;
+        b
+    };
+    for (body, status, needle) in [
+        (with("kind", json!("deletion")), 422, "kind: use one of"),
+        (with("identifiers", json!({})), 422, "at least one"),
+        (
+            with("identifiers", json!({"shoe": "38"})),
+            422,
+            "not an identifier kind",
+        ),
+        (
+            with("identifiers", json!({"email": "not-an-email"})),
+            422,
+            "identifiers.email",
+        ),
+        (
+            with(
+                "identifiers",
+                json!({"email": "ann@example.com", "user_id": "u-bob"}),
+            ),
+            422,
+            "different people",
+        ),
+        (with("channel", json!("")), 422, "channel"),
+        (
+            with("received_at", json!("2027-06-01T00:00:00Z")),
+            422,
+            "future",
+        ),
+        (with("received_at", json!("yesterday")), 422, "RFC 3339"),
+        (with("colour", json!("red")), 400, "colour"),
+    ] {
+        let r = file(&app, &dpo, body.clone()).await;
+        assert_eq!(r.status(), status, "{body}");
+        let v: Value = r.json().await.unwrap();
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(needle), "{m} should mention {needle}");
+        assert!(!m.contains("ann@example.com"), "no personal data in errors");
+    }
+    assert_eq!(app.count("dsar_requests", "").await, 0);
+    let v = filed(&app, &dpo, ok).await;
+    let id = v["id"].as_str().unwrap();
+    for (what, body) in [
+        ("verify", json!({"method": "email_code", "note": "x"})),
+        ("verify", json!({"method": "dpo_attested", "note": ""})),
+        ("reject", json!({"reason": "busy"})),
+    ] {
+        assert_eq!(act(&app, &dpo, id, what, body).await.status(), 422);
+    }
+    assert_eq!(
+        act(&app, &dpo, "dsar_nope", "withdraw", json!({}))
+            .await
+            .status(),
+        404
+    );
+    let v = app.get_json(&format!("/v1/dsar/{id}"), Some(&dpo)).await;
+    assert_eq!(v["status"], "received");
+    assert_eq!(v["transitions"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_public_form_files_with_an_ingest_key_and_learns_only_the_receipt() {
+    let app = spawn_app().await;
+    known_person(&app, "ann@example.com").await;
+    let (_, ingest) = app.create_key("ingest").await;
+    let v = filed(
+        &app,
+        &ingest,
+        json!({"kind": "erasure", "identifiers": {"email": "ann@example.com"}, "channel": "web_form"}),
+    )
+    .await;
+    assert_eq!(v["status"], "received");
+    assert!(v.get("subject_id").is_none(), "{v}");
+    assert!(v.get("identifier_kinds").is_none());
+    assert_eq!(app.get("/v1/dsar", Some(&ingest)).await.status(), 403);
+    // A person the gateway does not know: filed, nobody found, rejected for no data.
+    let (_, dpo) = app.create_key("dpo").await;
+    let v = filed(
+        &app,
+        &dpo,
+        json!({"kind": "access", "identifiers": {"email": "stranger@example.com"}, "channel": "email"}),
+    )
+    .await;
+    assert_eq!(v["subject_id"], Value::Null);
+    let r = act(
+        &app,
+        &dpo,
+        v["id"].as_str().unwrap(),
+        "reject",
+        json!({"reason": "no_data_held"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // Requests hold no identifier value.
+    for (table, column) in [
+        ("dsar_requests", "identifier_kinds"),
+        ("dsar_transitions", "reason"),
+    ] {
+        let n = app
+            .count(table, &format!("WHERE {column} LIKE '%example.com%'"))
+            .await;
+        assert_eq!(n, 0, "{table}.{column}");
+    }
+}
