@@ -48,6 +48,8 @@ pub struct Settings {
     pub body_limit_bytes: usize,
     /// How long a double opt-in confirmation link stays valid.
     pub double_opt_in_ttl_secs: u64,
+    /// How long a completed access or portability request's package can be downloaded.
+    pub dsar_package_ttl_secs: u64,
     /// The controller named in the record of processing activities.
     pub controller_name: String,
     /// The largest file `POST /v1/imports` accepts (it is spooled to the data directory).
@@ -88,6 +90,7 @@ impl Default for Settings {
             import_max_bytes: 1 << 30,
             controller_name: String::new(),
             double_opt_in_ttl_secs: 72 * 3600,
+            dsar_package_ttl_secs: 7 * 86_400,
             token_cache_ttl_secs: 30,
             token_cache_capacity: 10_000,
             access_token_ttl_secs: 900,

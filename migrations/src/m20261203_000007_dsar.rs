@@ -29,6 +29,7 @@ impl MigrationTrait for Migration {
                     .col(string(DsarRequests::CreatedBy))
                     .col(big_integer(DsarRequests::UpdatedAt))
                     .col(big_integer_null(DsarRequests::CompletedAt))
+                    .col(big_integer_null(DsarRequests::PackageExpiresAt))
                     .to_owned(),
             )
             .await?;
@@ -103,6 +104,7 @@ enum DsarRequests {
     CreatedBy,
     UpdatedAt,
     CompletedAt,
+    PackageExpiresAt,
 }
 
 #[derive(DeriveIden)]

@@ -9,6 +9,7 @@ use clap::Subcommand;
 use crate::config::Settings;
 use crate::domain::{Actor, SystemClock};
 use crate::startup::Core;
+use crate::subject_requests::execute::{Executor, Format};
 use crate::subject_requests::requests::{
     Extension, NewRequest, Rejection, RequestView, Requests, Verification, Withdrawal,
 };
@@ -71,6 +72,31 @@ pub enum DsarCommand {
         #[arg(long)]
         note: Option<String>,
     },
+    /// Execute a verified request (resumes one left in progress).
+    Execute { id: String },
+    /// Write the package of a completed access or portability request.
+    Package {
+        id: String,
+        /// json, html or zip (default: json for access, zip for portability).
+        #[arg(long)]
+        format: Option<String>,
+        /// Where to write it (default: standard output).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+}
+
+fn executor<'a>(core: &'a Core, requests: Requests<'a>) -> Executor<'a> {
+    Executor {
+        requests,
+        master: &core.master,
+        controller: if core.settings.controller_name.is_empty() {
+            "(controller_name not configured)"
+        } else {
+            core.settings.controller_name.as_str()
+        },
+        package_ttl_secs: i64::try_from(core.settings.dsar_package_ttl_secs).unwrap_or(i64::MAX),
+    }
 }
 
 fn print(v: &RequestView) -> anyhow::Result<()> {
@@ -156,6 +182,35 @@ pub async fn run(settings: Settings, cmd: DsarCommand) -> anyhow::Result<ExitCod
             print(&r.reject(&id, &Rejection { reason, note }).await?)?
         }
         DsarCommand::Withdraw { id, note } => print(&r.withdraw(&id, &Withdrawal { note }).await?)?,
+        DsarCommand::Execute { id } => {
+            let v = executor(&core, r).execute(&id).await?;
+            print(&v)?;
+        }
+        DsarCommand::Package { id, format, out } => {
+            let kind = r.show(&id).await?.kind;
+            let format = match format.as_deref() {
+                Some(f) => Format::parse(f)?,
+                None if kind == "portability" => Format::Zip,
+                None => Format::Json,
+            };
+            let package = executor(&core, r).package(&id).await?;
+            let bytes = match format {
+                Format::Json => serde_json::to_vec_pretty(&package)?,
+                Format::Html => package.to_html().into_bytes(),
+                Format::Zip => package.to_zip()?,
+            };
+            match out {
+                Some(path) => {
+                    crate::crypto::write_secret_file_bytes(&path, &bytes)?;
+                    eprintln!(
+                        "wrote {} ({} bytes, readable only by you)",
+                        path.display(),
+                        bytes.len()
+                    );
+                }
+                None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
+            }
+        }
     }
     core.db.close().await?;
     Ok(ExitCode::SUCCESS)

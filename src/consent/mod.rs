@@ -121,6 +121,10 @@ pub enum ConsentError {
     NoSubject,
     #[error("no consent record has that id")]
     NoRecord,
+    #[error(
+        "subject: this identifier is on the suppression list (an erased person); nothing was recorded"
+    )]
+    Suppressed,
     /// Not a confirmation link this gateway issued.
     #[error("this confirmation link is not valid")]
     BadLink,
@@ -270,10 +274,8 @@ impl Ledger<'_> {
             self.create(&kind, &value).await?;
             subject = self.find(&kind, &value).await?;
         }
-        let subject = subject.ok_or(StoreError::Corrupt {
-            table: "identifiers",
-            reason: "a subject created for a consent cannot be found".into(),
-        })?;
+        // The ingest path creates nobody whose identifier is on the suppression list.
+        let subject = subject.ok_or(ConsentError::Suppressed)?;
         let status = if req.status == "granted" && double_opt_in && req.method != "double_opt_in" {
             "pending"
         } else {

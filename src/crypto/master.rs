@@ -144,6 +144,11 @@ fn webhook_aad(recipient: &str) -> Vec<u8> {
 
 /// Writes a file readable only by its owner (0600), creating its directory.
 pub fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    write_secret_file_bytes(path, format!("{contents}\n").as_bytes())
+}
+
+/// Writes bytes to a file readable only by its owner (0600), creating its directory.
+pub fn write_secret_file_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -155,8 +160,7 @@ pub fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
         options.mode(0o600);
     }
     let mut file = options.open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.write_all(b"\n")?;
+    file.write_all(bytes)?;
     file.sync_all()
 }
 

@@ -9,7 +9,7 @@ mod master;
 pub mod subject;
 
 pub use keyring::{KeyKind, KeyVersion, Keyring, KeyringError, SharedKeyring};
-pub use master::{MasterKey, MasterKeySource, write_secret_file};
+pub use master::{MasterKey, MasterKeySource, write_secret_file, write_secret_file_bytes};
 pub use subject::SubjectKey;
 
 use ring::{digest, hmac};

@@ -305,6 +305,7 @@ impl From<crate::consent::ConsentError> for ApiError {
         match e {
             E::Invalid(m) => ApiError::new(ErrorCode::BadRequest, m),
             E::Refused(m) => ApiError::new(ErrorCode::ValidationFailed, m),
+            E::Suppressed => ApiError::new(ErrorCode::ValidationFailed, e.to_string()),
             E::NoSubject | E::NoRecord | E::BadLink => {
                 ApiError::new(ErrorCode::NotFound, e.to_string())
             }
@@ -376,6 +377,8 @@ impl From<crate::subject_requests::requests::RequestError> for ApiError {
             E::Invalid(m) => ApiError::new(ErrorCode::ValidationFailed, m),
             E::NotFound => ApiError::new(ErrorCode::NotFound, e.to_string()),
             E::State(m) => ApiError::new(ErrorCode::InvalidState, m),
+            E::Expired => ApiError::new(ErrorCode::LinkExpired, e.to_string()),
+            E::Keyring(k) => ApiError::opaque(ErrorCode::Internal, &k),
             E::Store(s) => s.into(),
             E::Audit(a) => a.into(),
         }

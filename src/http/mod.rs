@@ -35,7 +35,7 @@ use routes::{
         recipients::create, recipients::list, recipients::get, recipients::rotate,
         recipients::retire, esp::profile, esp::pseudonym,
         dsar::create, dsar::list, dsar::show, dsar::verify, dsar::extend, dsar::reject,
-        dsar::withdraw,
+        dsar::withdraw, dsar::execute, dsar::package,
     ),
     modifiers(&Security),
     tags(
@@ -144,6 +144,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(resource("/v1/dsar/{id}/extend").route(web::post().to(dsar::extend)))
     .service(resource("/v1/dsar/{id}/reject").route(web::post().to(dsar::reject)))
     .service(resource("/v1/dsar/{id}/withdraw").route(web::post().to(dsar::withdraw)))
+    .service(resource("/v1/dsar/{id}/execute").route(web::post().to(dsar::execute)))
+    .service(resource("/v1/dsar/{id}/package").route(web::get().to(dsar::package)))
     .service(resource("/v1/ropa").route(web::get().to(policies::ropa)))
     .service(resource("/v1/policies/reload").route(web::post().to(policies::reload)))
     .service(resource("/v1/identify").route(web::post().to(tracking::identify)))

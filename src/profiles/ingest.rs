@@ -46,6 +46,8 @@ pub struct IngestReport {
     pub conflicts: usize,
     /// The ids of the messages counted in `duplicates`.
     pub duplicate_ids: Vec<String>,
+    /// Messages naming an erased person (an identifier on the suppression list): dropped.
+    pub suppressed: usize,
 }
 
 /// Where messages come from: what a repeated `messageId` is unique within, and how the
@@ -282,11 +284,16 @@ impl Ingest<'_> {
         let message_ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
         let scope = self.dedupe_scope();
         let mut already = repo::existing_message_ids(&txn, &scope, &message_ids).await?;
+        let suppressed = self.suppressed(&txn, &ids).await?;
         let mut known = self.look_up(&txn, &ids).await?;
         let mut resolved: HashMap<&[(&str, String)], String> = HashMap::new();
         let mut keys: HashMap<String, SubjectKey> = HashMap::new();
         let mut pending = Pending::default();
-        for (m, ids) in messages.iter().zip(&ids) {
+        for (i, (m, ids)) in messages.iter().zip(&ids).enumerate() {
+            if suppressed.contains(&i) {
+                report.suppressed += 1;
+                continue;
+            }
             if !already.insert(m.message_id.clone()) {
                 report.duplicates += 1;
                 report.duplicate_ids.push(m.message_id.clone());
@@ -457,6 +464,35 @@ impl Ingest<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The indexes of messages naming an identifier on the suppression list (an erased
+    /// person), in one query.
+    async fn suppressed<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        ids: &[Ids<'_>],
+    ) -> Result<std::collections::HashSet<usize>, IngestError> {
+        let hashes: Vec<Vec<String>> = ids
+            .iter()
+            .map(|i| {
+                i.all
+                    .iter()
+                    .flat_map(|(k, v)| self.keyring.suppression_hashes(k, v))
+                    .collect()
+            })
+            .collect();
+        let all: Vec<String> = hashes.iter().flatten().cloned().collect();
+        if all.is_empty() {
+            return Ok(Default::default());
+        }
+        let present = crate::store::suppressions::present(c, &all).await?;
+        Ok(hashes
+            .iter()
+            .enumerate()
+            .filter(|(_, hs)| hs.iter().any(|h| present.contains(h)))
+            .map(|(i, _)| i)
+            .collect())
     }
 
     /// Every subject the request's identifiers already point at, in one query per kind.

@@ -30,6 +30,7 @@ pub struct RequestRow {
     pub created_by: String,
     pub updated_at: i64,
     pub completed_at: Option<i64>,
+    pub package_expires_at: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +73,7 @@ impl TryFrom<dsar_request::Model> for RequestRow {
             created_by: m.created_by,
             updated_at: m.updated_at,
             completed_at: m.completed_at,
+            package_expires_at: m.package_expires_at,
         })
     }
 }
@@ -95,6 +97,7 @@ fn model(r: &RequestRow) -> Result<dsar_request::ActiveModel, StoreError> {
         created_by: Set(r.created_by.clone()),
         updated_at: Set(r.updated_at),
         completed_at: Set(r.completed_at),
+        package_expires_at: Set(r.package_expires_at),
     })
 }
 

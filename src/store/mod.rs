@@ -7,6 +7,7 @@ pub mod consents;
 pub mod disclosures;
 pub mod dsar;
 mod entity;
+pub mod erasure;
 pub mod keyring;
 pub mod profiles;
 pub mod recipients;

@@ -494,3 +494,30 @@ pub async fn seal_trait<C: ConnectionTrait>(
         .await?;
     Ok(())
 }
+
+/// A subject's events, oldest first.
+pub async fn events_of<C: ConnectionTrait>(
+    c: &C,
+    subject_id: &str,
+) -> Result<Vec<EventRow>, StoreError> {
+    use sea_orm::QueryOrder;
+    Ok(Event::find()
+        .filter(event::Column::SubjectId.eq(subject_id))
+        .order_by_asc(event::Column::OccurredAt)
+        .order_by_asc(event::Column::Id)
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|m| EventRow {
+            id: m.id,
+            subject_id: m.subject_id,
+            source_key_id: m.source_key_id,
+            message_id: m.message_id,
+            kind: m.kind,
+            name: m.name,
+            properties: m.properties,
+            occurred_at: m.occurred_at,
+            received_at: m.received_at,
+        })
+        .collect())
+}

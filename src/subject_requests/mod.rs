@@ -1,5 +1,7 @@
 //! Data-subject rights: requests as a state machine with their legal deadlines
-//! (`requests`), and restriction of processing (Art. 18). Execution of each kind
-//! (access packages, erasure, rectification, notices) builds on these.
+//! (`requests`), their execution (`execute`: access and portability packages, erasure,
+//! restriction, objection) and restriction of processing (Art. 18).
+pub mod execute;
+pub mod package;
 pub mod requests;
 pub mod restriction;

@@ -45,6 +45,10 @@ pub enum RequestError {
     /// A move the state machine does not allow.
     #[error("{0}")]
     State(String),
+    #[error("the package of this request has expired; file a new request")]
+    Expired,
+    #[error(transparent)]
+    Keyring(#[from] crate::crypto::KeyringError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -329,6 +333,7 @@ impl Requests<'_> {
             created_by: self.actor.key_id.clone(),
             updated_at: self.now.unix_micros(),
             completed_at: None,
+            package_expires_at: None,
         };
         repo::insert(&txn, &row).await?;
         let reason = match &row.duplicate_of {
@@ -462,6 +467,29 @@ impl Requests<'_> {
             None => "withdrawn by the requester".into(),
         };
         self.change(id, "withdrawn", &why, |_| Ok(())).await
+    }
+
+    /// One move inside the caller's transaction (used by execution).
+    pub(super) async fn move_in(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        row: &mut RequestRow,
+        to: &str,
+        reason: &str,
+    ) -> Result<(), RequestError> {
+        let from = row.status.clone();
+        if !allowed(&from, to) {
+            return Err(RequestError::State(format!(
+                "a request that is {from} cannot become {to}"
+            )));
+        }
+        row.status = to.to_owned();
+        row.updated_at = self.now.unix_micros();
+        if to == "completed" {
+            row.completed_at = Some(self.now.unix_micros());
+        }
+        repo::update(txn, row).await?;
+        self.record(txn, row, Some(&from), reason).await
     }
 
     /// One move of the state machine, with `edit` applied to the row, in one transaction.

@@ -78,6 +78,8 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     ("post", "/v1/dsar/{id}/extend", Some(&["dpo"])),
     ("post", "/v1/dsar/{id}/reject", Some(&["dpo"])),
     ("post", "/v1/dsar/{id}/withdraw", Some(&["dpo"])),
+    ("post", "/v1/dsar/{id}/execute", Some(&["dpo"])),
+    ("get", "/v1/dsar/{id}/package", Some(&["dpo"])),
 ];
 
 /// The tracking API takes its write key as the HTTP Basic user name, as Segment's clients send it.

@@ -501,6 +501,13 @@ async fn dsar_commands_file_list_and_verify_a_request() {
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["status"], "verified");
+    let out = cli.run(&["dsar", "execute", &id]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no data is held"), "{}", stderr(&out));
+    let out = cli.run(&["dsar", "reject", &id, "--reason", "no_data_held"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli.run(&["dsar", "package", &id]);
+    assert!(!out.status.success(), "a rejected request has no package");
     let out = cli.run(&["dsar", "extend", &id, "--months", "5", "--reason", "x"]);
     assert!(!out.status.success());
     assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));

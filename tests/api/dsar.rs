@@ -359,3 +359,374 @@ async fn a_public_form_files_with_an_ingest_key_and_learns_only_the_receipt() {
         assert_eq!(n, 0, "{table}.{column}");
     }
 }
+
+async fn verified(app: &TestApp, dpo: &str, kind: &str, email: &str) -> String {
+    let v = filed(
+        app,
+        dpo,
+        json!({"kind": kind, "identifiers": {"email": email}, "channel": "email"}),
+    )
+    .await;
+    let id = v["id"].as_str().unwrap().to_owned();
+    let r = act(app, dpo, &id, "execute", json!({})).await;
+    assert_eq!(r.status(), 409, "nothing runs before verification");
+    let r = act(
+        app,
+        dpo,
+        &id,
+        "verify",
+        json!({"method": "dpo_attested", "note": "checked"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    id
+}
+
+#[tokio::test]
+async fn an_access_request_gives_everything_held_and_its_package_expires() {
+    let app = spawn_app().await;
+    let (_, ingest) = app.create_key("ingest").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let r = app
+        .track(
+            &ingest,
+            "/v1/identify",
+            &json!({"userId": "u-1", "traits": {"email": "ann@example.com", "first_name": "Ann <b>",
+                    "birthday": "1990-05-01", "plan": "gold"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .track(
+            &ingest,
+            "/v1/track",
+            &json!({"userId": "u-1", "event": "Order Completed", "properties": {"order_id": "o-1", "total": 42}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .post_json(
+            "/v1/consents",
+            Some(&dpo),
+            &json!({"subject": {"email": "ann@example.com"}, "purpose": "email_marketing",
+                    "status": "granted", "method": "double_opt_in", "source": "shop"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let esp = app
+        .esp_key("acme-esp", &["marketing.communications.email"])
+        .await;
+    let r = app
+        .post_json(
+            "/v1/recipients/acme-esp/pseudonyms",
+            Some(&esp),
+            &json!({"purpose": "marketing.communications.email", "email": "ann@example.com"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+
+    let id = verified(&app, &dpo, "access", "ann@example.com").await;
+    let r = app.get(&format!("/v1/dsar/{id}/package"), Some(&dpo)).await;
+    assert_eq!(r.status(), 409, "not executed yet");
+    let r = act(&app, &dpo, &id, "execute", json!({})).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "completed");
+
+    let p = app
+        .get_json(&format!("/v1/dsar/{id}/package"), Some(&dpo))
+        .await;
+    let ids = p["identifiers"].as_array().unwrap();
+    assert!(
+        ids.iter()
+            .any(|i| i["kind"] == "email" && i["value"] == "ann@example.com")
+    );
+    assert!(
+        ids.iter()
+            .any(|i| i["kind"] == "user_id" && i["value"] == "u-1")
+    );
+    let t = |name: &str| {
+        p["traits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        t("first_name")["value"],
+        "Ann <b>",
+        "sealed traits are opened"
+    );
+    assert_eq!(t("birthday")["category"], "user.demographic.date_of_birth");
+    assert_eq!(p["aggregates"]["lifetime_value"], 42.0);
+    assert!(
+        p["aggregates"]["last_purchase_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("20")
+    );
+    assert_eq!(p["events"].as_array().unwrap().len(), 2);
+    assert_eq!(p["consents"][0]["status"], "granted");
+    assert_eq!(p["consent_receipts"].as_array().unwrap().len(), 1);
+    assert_eq!(p["disclosures"][0]["recipient"], "acme-esp");
+    assert!(
+        p["purposes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["legal_basis"] == "contract")
+    );
+
+    let html = app
+        .get(&format!("/v1/dsar/{id}/package?format=html"), Some(&dpo))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Ann &lt;b&gt;"), "values are escaped");
+    assert!(!html.contains("Ann <b>"));
+    let r = app
+        .get(&format!("/v1/dsar/{id}/package?format=zip"), Some(&dpo))
+        .await;
+    assert_eq!(r.headers()["content-type"], "application/zip");
+    let bytes = r.bytes().await.unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let names: Vec<String> = zip.file_names().map(|n| n.unwrap().into_owned()).collect();
+    for f in [
+        "profile.json",
+        "events.csv",
+        "traits.csv",
+        "consents.csv",
+        "identifiers.csv",
+        "disclosures.csv",
+    ] {
+        assert!(names.iter().any(|n| n == f), "{f} in {names:?}");
+    }
+    let mut events = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("events.csv").unwrap(), &mut events).unwrap();
+    assert!(events.contains("Order Completed"));
+    assert_eq!(
+        app.get(&format!("/v1/dsar/{id}/package?format=pdf"), Some(&dpo))
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        app.count("audit_entries", "WHERE action = 'dsar.package'")
+            .await,
+        3
+    );
+    app.clock.advance_secs(8 * 86_400);
+    let r = app.get(&format!("/v1/dsar/{id}/package"), Some(&dpo)).await;
+    assert_eq!(r.status(), 410);
+    app.verify().await.expect("the audit log verifies");
+}
+
+fn forms(canary: &str) -> Vec<String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(canary);
+    let url = url::form_urlencoded::byte_serialize(canary.as_bytes()).collect::<String>();
+    vec![
+        canary.to_owned(),
+        canary.to_lowercase(),
+        b64.trim_end_matches('=').to_owned(),
+        url,
+    ]
+}
+
+#[tokio::test]
+async fn erasure_is_total_and_the_person_does_not_come_back() {
+    let app = spawn_app().await;
+    let (_, ingest) = app.create_key("ingest").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let esp = app
+        .esp_key("acme-esp", &["marketing.communications.email"])
+        .await;
+    for who in ["Erasea", "Keepb"] {
+        let email = format!("{}.canary@example.org", who.to_lowercase());
+        let traits = json!({"email": email, "first_name": format!("{who}First"),
+            "last_name": format!("{who}Last"), "phone": if who == "Erasea" { "+442079460111" } else { "+442079460222" },
+            "notes": format!("{who} free text note"), "loyalty_id": format!("{who}-LOYAL")});
+        let r = app
+            .track(&ingest, "/v1/identify", &json!({"userId": format!("{who}-uid"), "anonymousId": format!("{who}-anon"), "traits": traits}))
+            .await;
+        assert_eq!(r.status(), 200);
+        let r = app
+            .track(&ingest, "/v1/track", &json!({"userId": format!("{who}-uid"), "event": "Product Reviewed",
+                "properties": {"review": format!("{who} says hello"), "meta": {"nick": format!("{who}Nick")}}}))
+            .await;
+        assert_eq!(r.status(), 200);
+        let r = app
+            .post_json("/v1/consents", Some(&dpo), &json!({"subject": {"email": email}, "purpose": "email_marketing",
+                "status": "granted", "method": "double_opt_in", "source": "shop",
+                "proof": {"user_agent": format!("{who}Agent/1.0"), "form_id": format!("{who}-form")}}))
+            .await;
+        assert_eq!(r.status(), 201);
+        let r = app
+            .post_json(
+                "/v1/recipients/acme-esp/pseudonyms",
+                Some(&esp),
+                &json!({"purpose": "marketing.communications.email", "email": email}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let id = verified(&app, &dpo, "erasure", "erasea.canary@example.org").await;
+    let r = act(&app, &dpo, &id, "execute", json!({})).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "completed");
+
+    let canaries = [
+        "erasea.canary@example.org",
+        "+442079460111",
+        "EraseaFirst",
+        "EraseaLast",
+        "Erasea free text note",
+        "Erasea-LOYAL",
+        "Erasea-uid",
+        "Erasea-anon",
+        "Erasea says hello",
+        "EraseaNick",
+        "EraseaAgent",
+        "Erasea-form",
+    ];
+    let all = crate::helpers::tables(&app).await;
+    assert!(all.iter().any(|t| t == "dsar_requests"), "{all:?}");
+    for table in &all {
+        let columns = crate::helpers::columns_of(&app, table).await;
+        for canary in canaries {
+            for form in forms(canary) {
+                let sql = format!(
+                    "SELECT COUNT(*) FROM {table} WHERE {}",
+                    crate::helpers::contains(&app, &columns, &form.replace('\'', "''"))
+                );
+                assert_eq!(app.scalar_i64(&sql).await, 0, "{form} left in {table}");
+            }
+        }
+    }
+    // The other person is intact.
+    let other = app
+        .get("/v1/subjects?email=keepb.canary%40example.org", Some(&dpo))
+        .await;
+    assert_eq!(other.status(), 200);
+    let kept = crate::helpers::columns_of(&app, "traits").await;
+    let sql = format!(
+        "SELECT COUNT(*) FROM traits WHERE {}",
+        crate::helpers::contains(&app, &kept, "Keepb free text note")
+    );
+    assert_eq!(
+        app.scalar_i64(&sql).await,
+        1,
+        "the search finds what it should"
+    );
+    assert_eq!(app.active_subjects().await, 1);
+
+    // Tracking, consent and re-identification do not bring the person back.
+    let before = app.count("events", "").await;
+    let r = app
+        .track(
+            &ingest,
+            "/v1/identify",
+            &json!({"userId": "new-uid", "traits": {"email": "ERASEA.canary@example.org"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "acknowledged, and dropped");
+    let r = app
+        .track(
+            &ingest,
+            "/v1/track",
+            &json!({"userId": "Erasea-uid", "event": "Product Viewed"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.count("events", "").await, before);
+    assert_eq!(app.active_subjects().await, 1);
+    let r = app
+        .post_json("/v1/consents", Some(&dpo), &json!({"subject": {"email": "erasea.canary@example.org"},
+            "purpose": "personalization", "status": "granted", "method": "web_form", "source": "shop"}))
+        .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(app.active_subjects().await, 1);
+    let r = app
+        .get("/v1/subjects?email=erasea.canary%40example.org", Some(&dpo))
+        .await;
+    assert_eq!(r.status(), 404);
+    assert!(app.count("suppressions", "WHERE reason = 'erasure'").await >= 4);
+    assert_eq!(
+        app.count("audit_entries", "WHERE action = 'subject.erase'")
+            .await,
+        1
+    );
+    app.verify().await.expect("the audit log still verifies");
+}
+
+#[tokio::test]
+async fn restriction_and_objection_requests_take_effect_at_once() {
+    let app = spawn_app().await;
+    known_person(&app, "ann@example.com").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let id = verified(&app, &dpo, "objection", "ann@example.com").await;
+    assert_eq!(
+        act(&app, &dpo, &id, "execute", json!({})).await.status(),
+        200
+    );
+    let s = app
+        .get_json("/v1/subjects?email=ann%40example.com", Some(&dpo))
+        .await;
+    let sid = s["subject_id"].as_str().unwrap();
+    let h = app
+        .get_json(&format!("/v1/subjects/{sid}/consents"), Some(&dpo))
+        .await;
+    let denied: Vec<&str> = h["state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "denied")
+        .map(|s| s["consent"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        denied,
+        vec!["advertising", "email_marketing"],
+        "every marketing purpose"
+    );
+    let id = verified(&app, &dpo, "restriction", "ann@example.com").await;
+    assert_eq!(
+        act(&app, &dpo, &id, "execute", json!({})).await.status(),
+        200
+    );
+    let r = app
+        .get(&format!("/v1/subjects/{sid}/restriction"), Some(&dpo))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        act(&app, &dpo, &id, "execute", json!({})).await.status(),
+        409,
+        "done once"
+    );
+    // A duplicate is not executed on its own.
+    let a = verified(&app, &dpo, "access", "ann@example.com").await;
+    let b = filed(
+        &app,
+        &dpo,
+        json!({"kind": "access", "identifiers": {"email": "ann@example.com"}, "channel": "email"}),
+    )
+    .await;
+    assert_eq!(b["duplicate_of"], a.as_str());
+    let b = b["id"].as_str().unwrap();
+    assert_eq!(
+        act(
+            &app,
+            &dpo,
+            b,
+            "verify",
+            json!({"method": "dpo_attested", "note": "x"})
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(act(&app, &dpo, b, "execute", json!({})).await.status(), 409);
+}

@@ -348,3 +348,66 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.write_all(bytes).expect("gzip");
     enc.finish().expect("gzip")
 }
+
+/// An SQL condition true when any column of the row contains `needle`, as text or bytes.
+pub fn contains(app: &TestApp, columns: &[(String, bool)], needle: &str) -> String {
+    let conds: Vec<String> = columns
+        .iter()
+        .map(|(c, is_blob)| match (app.backend(), is_blob) {
+            (sea_orm::DbBackend::Postgres, true) => {
+                format!("position(convert_to('{needle}', 'UTF8') in {c}) > 0")
+            }
+            (sea_orm::DbBackend::Postgres, false) => {
+                format!("position('{needle}' in CAST({c} AS TEXT)) > 0")
+            }
+            _ => format!("instr(CAST({c} AS BLOB), CAST('{needle}' AS BLOB)) > 0"),
+        })
+        .collect();
+    format!("({})", conds.join(" OR "))
+}
+
+/// Every column of a table, and whether it holds bytes.
+pub async fn columns_of(app: &TestApp, table: &str) -> Vec<(String, bool)> {
+    let sql = match app.backend() {
+        sea_orm::DbBackend::Postgres => format!(
+            "SELECT column_name, data_type = 'bytea' FROM information_schema.columns WHERE table_name = '{table}'"
+        ),
+        _ => format!("SELECT name, type = 'blob' FROM pragma_table_info('{table}')"),
+    };
+    app.db
+        .conn()
+        .query_all_raw(sea_orm::Statement::from_string(app.backend(), sql))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.try_get_by_index::<String>(0).unwrap(),
+                r.try_get_by_index::<bool>(1).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Every table of the schema (read from the database, not listed by hand), but the
+/// migrations' own bookkeeping.
+pub async fn tables(app: &TestApp) -> Vec<String> {
+    let sql = match app.backend() {
+        DbBackend::Postgres => {
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+        }
+        _ => "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    };
+    app.db
+        .conn()
+        .query_all_raw(sea_orm::Statement::from_string(
+            app.backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.try_get_by_index::<String>(0).unwrap())
+        .filter(|t| t != "seaql_migrations")
+        .collect()
+}

@@ -1,49 +1,7 @@
 //! The Segment-compatible tracking API.
 use serde_json::{Value, json};
 
-use sea_orm::ConnectionTrait;
-
-use crate::helpers::{TestApp, spawn_app};
-
-/// An SQL condition true when any column of the row contains `needle`, as text or bytes.
-fn contains(app: &TestApp, columns: &[(String, bool)], needle: &str) -> String {
-    let conds: Vec<String> = columns
-        .iter()
-        .map(|(c, is_blob)| match (app.backend(), is_blob) {
-            (sea_orm::DbBackend::Postgres, true) => {
-                format!("position(convert_to('{needle}', 'UTF8') in {c}) > 0")
-            }
-            (sea_orm::DbBackend::Postgres, false) => {
-                format!("position('{needle}' in CAST({c} AS TEXT)) > 0")
-            }
-            _ => format!("instr(CAST({c} AS BLOB), CAST('{needle}' AS BLOB)) > 0"),
-        })
-        .collect();
-    format!("({})", conds.join(" OR "))
-}
-
-/// Every column of a table, and whether it holds bytes.
-async fn columns_of(app: &TestApp, table: &str) -> Vec<(String, bool)> {
-    let sql = match app.backend() {
-        sea_orm::DbBackend::Postgres => format!(
-            "SELECT column_name, data_type = 'bytea' FROM information_schema.columns WHERE table_name = '{table}'"
-        ),
-        _ => format!("SELECT name, type = 'blob' FROM pragma_table_info('{table}')"),
-    };
-    app.db
-        .conn()
-        .query_all_raw(sea_orm::Statement::from_string(app.backend(), sql))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| {
-            (
-                r.try_get_by_index::<String>(0).unwrap(),
-                r.try_get_by_index::<bool>(1).unwrap(),
-            )
-        })
-        .collect()
-}
+use crate::helpers::{TestApp, columns_of, contains, spawn_app, tables};
 
 #[tokio::test]
 async fn a_write_key_sends_every_call_type_and_each_is_stored() {
@@ -334,22 +292,9 @@ async fn no_direct_identifier_is_stored_in_clear_anywhere() {
         )
         .await;
     assert_eq!(r.status(), 200);
-    let tables = [
-        "subjects",
-        "subject_keys",
-        "identifiers",
-        "traits",
-        "events",
-        "identity_conflicts",
-        "audit_entries",
-        "audit_checkpoints",
-        "api_keys",
-        "keyring_keys",
-        "aggregates",
-        "suppressions",
-        "consents",
-    ];
-    for table in tables {
+    let tables = tables(&app).await;
+    assert!(tables.len() >= 15, "{tables:?}");
+    for table in &tables {
         let columns = columns_of(&app, table).await;
         for needle in [
             canary,

@@ -181,3 +181,105 @@ transition_route!(
     "The requester withdrew the request.",
     "The request is closed"
 );
+
+fn executor<'a>(
+    state: &'a AppState,
+    requests: Requests<'a>,
+) -> crate::subject_requests::execute::Executor<'a> {
+    crate::subject_requests::execute::Executor {
+        requests,
+        master: &state.master,
+        controller: if state.settings.controller_name.is_empty() {
+            "(controller_name not configured)"
+        } else {
+            state.settings.controller_name.as_str()
+        },
+        package_ttl_secs: i64::try_from(state.settings.dsar_package_ttl_secs).unwrap_or(i64::MAX),
+    }
+}
+
+/// Execute a verified request (or resume one left in progress): access and portability
+/// make the package downloadable; erasure deletes everything held, destroys the data key
+/// and suppresses the identifiers; restriction restricts; objection stops every
+/// marketing purpose. One transaction with its transitions and audit entries.
+#[utoipa::path(post, path = "/v1/dsar/{id}/execute", tag = "dsar", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The request id")),
+    responses(
+    (status = 200, description = "Completed", body = RequestView),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo key", body = ErrorBody),
+    (status = 404, description = "No such request", body = ErrorBody),
+    (status = 409, description = "Not verified, closed, a duplicate, no data held, or a kind not executable here", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable; nothing changed", body = ErrorBody)))]
+pub async fn execute(
+    state: web::Data<AppState>,
+    auth: Authorized<DpoOnly>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let v = with_requests!(state, auth, |r| executor(&state, r).execute(&path).await?);
+    Ok(HttpResponse::Ok().json(v))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PackageQuery {
+    /// `json` (default for access), `html` (a readable page) or `zip` (JSON and CSV files;
+    /// default for portability).
+    pub format: Option<String>,
+}
+
+/// The package of a completed access or portability request: everything held about the
+/// person, built at download, while `package_expires_at` has not passed. Audited.
+#[utoipa::path(get, path = "/v1/dsar/{id}/package", tag = "dsar", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The request id"), PackageQuery),
+    responses(
+    (status = 200, description = "The package", body = crate::subject_requests::package::AccessPackage),
+    (status = 400, description = "Unknown format", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo key", body = ErrorBody),
+    (status = 404, description = "No such request", body = ErrorBody),
+    (status = 409, description = "Not completed, or a kind without a package", body = ErrorBody),
+    (status = 410, description = "The package has expired", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable", body = ErrorBody)))]
+pub async fn package(
+    state: web::Data<AppState>,
+    auth: Authorized<DpoOnly>,
+    path: web::Path<String>,
+    q: Query<PackageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::subject_requests::execute::Format;
+    let q = q.parse()?;
+    let format = match q.format.as_deref() {
+        Some(f) => Some(Format::parse(f).map_err(|e| {
+            ApiError::new(crate::http::error::ErrorCode::InvalidQuery, e.to_string())
+        })?),
+        None => None,
+    };
+    let (package, kind) = with_requests!(state, auth, |r| {
+        let kind = r.show(&path).await?.kind;
+        (executor(&state, r).package(&path).await?, kind)
+    });
+    let format = format.unwrap_or(if kind == "portability" {
+        Format::Zip
+    } else {
+        Format::Json
+    });
+    let name = format!("consentry-{}", package.request_id);
+    Ok(match format {
+        Format::Json => HttpResponse::Ok().json(package),
+        Format::Html => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(package.to_html()),
+        Format::Zip => HttpResponse::Ok()
+            .content_type("application/zip")
+            .insert_header((
+                "content-disposition",
+                format!("attachment; filename=\"{name}.zip\""),
+            ))
+            .body(
+                package
+                    .to_zip()
+                    .map_err(|e| ApiError::opaque(crate::http::error::ErrorCode::Internal, &e))?,
+            ),
+    })
+}

@@ -23,6 +23,8 @@ pub struct Model {
     pub created_by: String,
     pub updated_at: i64,
     pub completed_at: Option<i64>,
+    /// Until when the access/portability package can be downloaded.
+    pub package_expires_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

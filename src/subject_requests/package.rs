@@ -1,0 +1,547 @@
+//! The access (Art. 15) and portability (Art. 20) package: everything held about one
+//! person, built when it is downloaded, as JSON, a readable HTML page, or a ZIP of JSON
+//! and CSV files. Sealed values are opened with the person's own data key.
+use std::io::Write;
+
+use sea_orm::ConnectionTrait;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::consent::receipt::{self, SignedReceipt};
+use crate::crypto::{Keyring, KeyringError, MasterKey, SubjectKey};
+use crate::domain::Timestamp;
+use crate::policy::Policies;
+use crate::store::{
+    StoreError, aggregates, consents, disclosures, profiles, recipients, restrictions,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    #[error("cannot write the package: {0}")]
+    Write(String),
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct IdentifierEntry {
+    pub kind: String,
+    pub value: String,
+    pub since: String,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct TraitEntry {
+    pub name: String,
+    pub category: String,
+    #[schema(value_type = Object)]
+    pub value: Value,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct EventEntry {
+    /// The Segment call: `track`, `page`, `identify` ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub event: Option<String>,
+    #[schema(value_type = Object)]
+    pub properties: Value,
+    pub occurred_at: String,
+    pub received_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ConsentEntry {
+    pub consent: String,
+    pub status: String,
+    pub method: String,
+    pub source: String,
+    pub notice_version: Option<String>,
+    pub captured_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct PurposeEntry {
+    pub purpose: String,
+    pub description: String,
+    pub legal_basis: String,
+    pub lawful_under: String,
+    pub consent: Option<String>,
+    pub categories: Vec<String>,
+    pub retention_days: u32,
+    pub profiling: bool,
+    pub recipient_kinds: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct DisclosureEntry {
+    pub recipient: String,
+    pub recipient_name: String,
+    pub purpose: String,
+    pub attributes: Vec<String>,
+    pub disclosed_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct AccessPackage {
+    pub request_id: String,
+    pub controller: String,
+    pub generated_at: String,
+    pub identifiers: Vec<IdentifierEntry>,
+    pub traits: Vec<TraitEntry>,
+    /// Behavioural aggregates (times RFC 3339).
+    #[schema(value_type = Object)]
+    pub aggregates: Value,
+    pub events: Vec<EventEntry>,
+    /// Every consent decision, oldest first.
+    pub consents: Vec<ConsentEntry>,
+    /// The signed receipt of each decision.
+    pub consent_receipts: Vec<SignedReceipt>,
+    /// The purposes the controller processes data for, with their legal bases.
+    pub purposes: Vec<PurposeEntry>,
+    /// Who received which data, for what, when (Art. 15(1)(c)).
+    pub disclosures: Vec<DisclosureEntry>,
+    pub restricted_since: Option<String>,
+    /// Segment memberships and scores (none are computed by this version).
+    pub segments: Vec<String>,
+}
+
+fn ts(us: i64) -> String {
+    Timestamp::from_unix_micros(us).to_rfc3339()
+}
+
+/// Aggregate times are stored as µs; a person reads RFC 3339.
+fn readable_aggregates(a: &crate::domain::aggregates::Aggregates) -> Value {
+    let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        for (k, val) in map.iter_mut() {
+            if k.ends_with("_at")
+                && let Some(us) = val.as_i64()
+            {
+                *val = Value::String(ts(us));
+            }
+        }
+        if let Some(aov) = a.average_order_value() {
+            map.insert("average_order_value".into(), Value::from(aov));
+        }
+    }
+    v
+}
+
+pub struct Builder<'a> {
+    pub master: &'a MasterKey,
+    pub keyring: &'a Keyring,
+    pub policies: &'a Policies,
+    pub controller: &'a str,
+    pub now: Timestamp,
+}
+
+impl Builder<'_> {
+    pub async fn build<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        request_id: &str,
+        subject_id: &str,
+        subject_ref: &str,
+    ) -> Result<AccessPackage, PackageError> {
+        let key = match profiles::subject_key(c, subject_id).await? {
+            Some(w) => Some(SubjectKey::unwrap(self.master, subject_id, &w)?),
+            None => None,
+        };
+        let open = |context: &str, sealed: &[u8]| -> Result<Option<String>, PackageError> {
+            let Some(k) = &key else { return Ok(None) };
+            Ok(String::from_utf8(k.open(context, sealed)?).ok())
+        };
+        let mut identifiers = Vec::new();
+        for id in profiles::identifiers_of(c, subject_id).await? {
+            if id.kind.starts_with("import_row:") {
+                continue; // a keyed row reference, not something the person gave
+            }
+            if let Some(value) = open(&id.kind, &id.sealed)? {
+                identifiers.push(IdentifierEntry {
+                    kind: id.kind,
+                    value,
+                    since: ts(id.created_at),
+                });
+            }
+        }
+        let mut traits = Vec::new();
+        for t in profiles::traits_of(c, subject_id).await? {
+            let text = match (&t.value, &t.sealed) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Some(s)) => open(&format!("trait:{}", t.name), s)?,
+                _ => None,
+            };
+            traits.push(TraitEntry {
+                value: text
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or(Value::Null),
+                name: t.name,
+                category: t.category,
+                updated_at: ts(t.updated_at),
+            });
+        }
+        let events = profiles::events_of(c, subject_id)
+            .await?
+            .into_iter()
+            .map(|e| EventEntry {
+                kind: e.kind,
+                event: e.name,
+                properties: serde_json::from_str(&e.properties)
+                    .unwrap_or(Value::Object(Map::new())),
+                occurred_at: ts(e.occurred_at),
+                received_at: ts(e.received_at),
+            })
+            .collect();
+        let records = consents::history(c, subject_id).await?;
+        let mut consent_receipts = Vec::new();
+        for r in &records {
+            consent_receipts.push(receipt::build(
+                r,
+                subject_ref,
+                self.policies,
+                self.controller,
+                self.keyring,
+            )?);
+        }
+        let names: std::collections::BTreeMap<String, String> = recipients::all(c)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.name))
+            .collect();
+        Ok(AccessPackage {
+            request_id: request_id.to_owned(),
+            controller: self.controller.to_owned(),
+            generated_at: self.now.to_rfc3339(),
+            identifiers,
+            traits,
+            aggregates: aggregates::load(c, subject_id)
+                .await?
+                .map_or(Value::Null, |a| readable_aggregates(&a)),
+            events,
+            consents: records
+                .into_iter()
+                .map(|r| ConsentEntry {
+                    consent: r.consent,
+                    status: r.status,
+                    method: r.method,
+                    source: r.source,
+                    notice_version: r.notice_version,
+                    captured_at: ts(r.captured_at),
+                })
+                .collect(),
+            consent_receipts,
+            purposes: self
+                .policies
+                .purposes
+                .purposes
+                .iter()
+                .map(|p| PurposeEntry {
+                    purpose: p.name.clone(),
+                    description: p.description.clone(),
+                    legal_basis: p.legal_basis.as_str().to_owned(),
+                    lawful_under: p.legal_basis.article().to_owned(),
+                    consent: p.consent.clone(),
+                    categories: p.reads.clone(),
+                    retention_days: p.retention_days,
+                    profiling: p.profiling,
+                    recipient_kinds: p.recipients.clone(),
+                })
+                .collect(),
+            disclosures: disclosures::of_subject(c, subject_id)
+                .await?
+                .into_iter()
+                .map(|d| DisclosureEntry {
+                    recipient_name: names.get(&d.recipient_id).cloned().unwrap_or_default(),
+                    recipient: d.recipient_id,
+                    purpose: d.purpose,
+                    attributes: d.attributes,
+                    disclosed_at: ts(d.disclosed_at),
+                })
+                .collect(),
+            restricted_since: restrictions::get(c, subject_id)
+                .await?
+                .map(|r| ts(r.restricted_at)),
+            segments: Vec::new(),
+        })
+    }
+}
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn table(out: &mut String, title: &str, head: &[&str], rows: Vec<Vec<String>>) {
+    out.push_str(&format!("<h2>{}</h2>\n", esc(title)));
+    if rows.is_empty() {
+        out.push_str("<p>None.</p>\n");
+        return;
+    }
+    out.push_str("<table><tr>");
+    for h in head {
+        out.push_str(&format!("<th>{}</th>", esc(h)));
+    }
+    out.push_str("</tr>\n");
+    for r in rows {
+        out.push_str("<tr>");
+        for cell in r {
+            out.push_str(&format!("<td>{}</td>", esc(&cell)));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+}
+
+impl AccessPackage {
+    /// A self-contained page a person can read (every value HTML-escaped).
+    pub fn to_html(&self) -> String {
+        let mut out = format!(
+            "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Your data</title>\
+             <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top}}</style>\n\
+             <h1>The data {} holds about you</h1>\n<p>Request {} &middot; generated {}</p>\n",
+            esc(&self.controller),
+            esc(&self.request_id),
+            esc(&self.generated_at)
+        );
+        table(
+            &mut out,
+            "Identifiers",
+            &["kind", "value", "since"],
+            self.identifiers
+                .iter()
+                .map(|i| vec![i.kind.clone(), i.value.clone(), i.since.clone()])
+                .collect(),
+        );
+        table(
+            &mut out,
+            "Attributes",
+            &["name", "category", "value", "updated"],
+            self.traits
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.name.clone(),
+                        t.category.clone(),
+                        text(&t.value),
+                        t.updated_at.clone(),
+                    ]
+                })
+                .collect(),
+        );
+        let aggregates = match &self.aggregates {
+            Value::Object(m) => m.iter().map(|(k, v)| vec![k.clone(), text(v)]).collect(),
+            _ => Vec::new(),
+        };
+        table(
+            &mut out,
+            "What we derived from your activity",
+            &["measure", "value"],
+            aggregates,
+        );
+        table(
+            &mut out,
+            "Consent decisions",
+            &["consent", "status", "method", "source", "notice", "when"],
+            self.consents
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.consent.clone(),
+                        c.status.clone(),
+                        c.method.clone(),
+                        c.source.clone(),
+                        c.notice_version.clone().unwrap_or_default(),
+                        c.captured_at.clone(),
+                    ]
+                })
+                .collect(),
+        );
+        table(
+            &mut out,
+            "Why we process data (purposes and legal bases)",
+            &["purpose", "description", "legal basis", "retention (days)"],
+            self.purposes
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.purpose.clone(),
+                        p.description.clone(),
+                        format!("{} ({})", p.legal_basis, p.lawful_under),
+                        p.retention_days.to_string(),
+                    ]
+                })
+                .collect(),
+        );
+        table(
+            &mut out,
+            "Who received your data",
+            &["recipient", "purpose", "what", "when"],
+            self.disclosures
+                .iter()
+                .map(|d| {
+                    vec![
+                        format!("{} ({})", d.recipient_name, d.recipient),
+                        d.purpose.clone(),
+                        d.attributes.join(", "),
+                        d.disclosed_at.clone(),
+                    ]
+                })
+                .collect(),
+        );
+        table(
+            &mut out,
+            "Activity",
+            &["when", "type", "event", "details"],
+            self.events
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.occurred_at.clone(),
+                        e.kind.clone(),
+                        e.event.clone().unwrap_or_default(),
+                        e.properties.to_string(),
+                    ]
+                })
+                .collect(),
+        );
+        out.push_str("</html>\n");
+        out
+    }
+
+    /// Portability (Art. 20): `profile.json` with everything, and a CSV per table.
+    pub fn to_zip(&self) -> Result<Vec<u8>, PackageError> {
+        let werr = |e: &dyn std::fmt::Display| PackageError::Write(e.to_string());
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        let mut add = |name: &str, bytes: &[u8]| -> Result<(), PackageError> {
+            zip.start_file(name, options).map_err(|e| werr(&e))?;
+            zip.write_all(bytes).map_err(|e| werr(&e))
+        };
+        add(
+            "profile.json",
+            &serde_json::to_vec_pretty(self).map_err(|e| werr(&e))?,
+        )?;
+        let csv_of = |head: &[&str], rows: Vec<Vec<String>>| -> Result<Vec<u8>, PackageError> {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            w.write_record(head).map_err(|e| werr(&e))?;
+            for r in rows {
+                w.write_record(&r).map_err(|e| werr(&e))?;
+            }
+            w.into_inner().map_err(|e| werr(&e))
+        };
+        add(
+            "identifiers.csv",
+            &csv_of(
+                &["kind", "value", "since"],
+                self.identifiers
+                    .iter()
+                    .map(|i| vec![i.kind.clone(), i.value.clone(), i.since.clone()])
+                    .collect(),
+            )?,
+        )?;
+        add(
+            "traits.csv",
+            &csv_of(
+                &["name", "category", "value", "updated_at"],
+                self.traits
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.name.clone(),
+                            t.category.clone(),
+                            text(&t.value),
+                            t.updated_at.clone(),
+                        ]
+                    })
+                    .collect(),
+            )?,
+        )?;
+        add(
+            "events.csv",
+            &csv_of(
+                &["occurred_at", "type", "event", "properties", "received_at"],
+                self.events
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.occurred_at.clone(),
+                            e.kind.clone(),
+                            e.event.clone().unwrap_or_default(),
+                            e.properties.to_string(),
+                            e.received_at.clone(),
+                        ]
+                    })
+                    .collect(),
+            )?,
+        )?;
+        add(
+            "consents.csv",
+            &csv_of(
+                &[
+                    "consent",
+                    "status",
+                    "method",
+                    "source",
+                    "notice_version",
+                    "captured_at",
+                ],
+                self.consents
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.consent.clone(),
+                            c.status.clone(),
+                            c.method.clone(),
+                            c.source.clone(),
+                            c.notice_version.clone().unwrap_or_default(),
+                            c.captured_at.clone(),
+                        ]
+                    })
+                    .collect(),
+            )?,
+        )?;
+        add(
+            "disclosures.csv",
+            &csv_of(
+                &["recipient", "purpose", "attributes", "disclosed_at"],
+                self.disclosures
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.recipient.clone(),
+                            d.purpose.clone(),
+                            d.attributes.join(" "),
+                            d.disclosed_at.clone(),
+                        ]
+                    })
+                    .collect(),
+            )?,
+        )?;
+        let cursor = zip.finish().map_err(|e| werr(&e))?;
+        Ok(cursor.into_inner())
+    }
+}
