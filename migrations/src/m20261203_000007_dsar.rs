@@ -53,6 +53,16 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // Erasure finds the merged-away subjects that point at a person.
+        manager
+            .create_index(
+                Index::create()
+                    .name("subjects_by_merged_into")
+                    .table(Subjects::Table)
+                    .col(Subjects::MergedInto)
+                    .to_owned(),
+            )
+            .await?;
         manager
             .create_table(
                 Table::create()
@@ -75,6 +85,14 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("subjects_by_merged_into")
+                    .table(Subjects::Table)
+                    .to_owned(),
+            )
+            .await?;
         manager
             .drop_table(Table::drop().table(DsarTransitions::Table).to_owned())
             .await?;
@@ -105,6 +123,12 @@ enum DsarRequests {
     UpdatedAt,
     CompletedAt,
     PackageExpiresAt,
+}
+
+#[derive(DeriveIden)]
+enum Subjects {
+    Table,
+    MergedInto,
 }
 
 #[derive(DeriveIden)]

@@ -495,29 +495,23 @@ pub async fn seal_trait<C: ConnectionTrait>(
     Ok(())
 }
 
-/// A subject's events, oldest first.
+/// A subject's events, oldest first: (kind, name, properties, occurred at, received at).
 pub async fn events_of<C: ConnectionTrait>(
     c: &C,
     subject_id: &str,
-) -> Result<Vec<EventRow>, StoreError> {
-    use sea_orm::QueryOrder;
+) -> Result<Vec<(String, Option<String>, String, i64, i64)>, StoreError> {
+    use sea_orm::{QueryOrder, QuerySelect};
     Ok(Event::find()
+        .select_only()
+        .column(event::Column::Kind)
+        .column(event::Column::Name)
+        .column(event::Column::Properties)
+        .column(event::Column::OccurredAt)
+        .column(event::Column::ReceivedAt)
         .filter(event::Column::SubjectId.eq(subject_id))
         .order_by_asc(event::Column::OccurredAt)
         .order_by_asc(event::Column::Id)
+        .into_tuple()
         .all(c)
-        .await?
-        .into_iter()
-        .map(|m| EventRow {
-            id: m.id,
-            subject_id: m.subject_id,
-            source_key_id: m.source_key_id,
-            message_id: m.message_id,
-            kind: m.kind,
-            name: m.name,
-            properties: m.properties,
-            occurred_at: m.occurred_at,
-            received_at: m.received_at,
-        })
-        .collect())
+        .await?)
 }

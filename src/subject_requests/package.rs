@@ -48,8 +48,9 @@ pub struct EventEntry {
     #[serde(rename = "type")]
     pub kind: String,
     pub event: Option<String>,
+    /// As stored (already JSON): passed through without being parsed again.
     #[schema(value_type = Object)]
-    pub properties: Value,
+    pub properties: Box<serde_json::value::RawValue>,
     pub occurred_at: String,
     pub received_at: String,
 }
@@ -108,6 +109,10 @@ pub struct AccessPackage {
     pub restricted_since: Option<String>,
     /// Segment memberships and scores (none are computed by this version).
     pub segments: Vec<String>,
+}
+
+fn empty_object() -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(&Map::new()).unwrap_or_default()
 }
 
 fn ts(us: i64) -> String {
@@ -188,14 +193,16 @@ impl Builder<'_> {
         let events = profiles::events_of(c, subject_id)
             .await?
             .into_iter()
-            .map(|e| EventEntry {
-                kind: e.kind,
-                event: e.name,
-                properties: serde_json::from_str(&e.properties)
-                    .unwrap_or(Value::Object(Map::new())),
-                occurred_at: ts(e.occurred_at),
-                received_at: ts(e.received_at),
-            })
+            .map(
+                |(kind, event, properties, occurred_at, received_at)| EventEntry {
+                    kind,
+                    event,
+                    properties: serde_json::value::RawValue::from_string(properties)
+                        .unwrap_or_else(|_| empty_object()),
+                    occurred_at: ts(occurred_at),
+                    received_at: ts(received_at),
+                },
+            )
             .collect();
         let records = consents::history(c, subject_id).await?;
         let mut consent_receipts = Vec::new();
@@ -422,7 +429,7 @@ impl AccessPackage {
                         e.occurred_at.clone(),
                         e.kind.clone(),
                         e.event.clone().unwrap_or_default(),
-                        e.properties.to_string(),
+                        e.properties.get().to_owned(),
                     ]
                 })
                 .collect(),
@@ -491,7 +498,7 @@ impl AccessPackage {
                             e.occurred_at.clone(),
                             e.kind.clone(),
                             e.event.clone().unwrap_or_default(),
-                            e.properties.to_string(),
+                            e.properties.get().to_owned(),
                             e.received_at.clone(),
                         ]
                     })
