@@ -271,6 +271,11 @@ async fn maintain(state: web::Data<AppState>) {
     let mut keyring_tick = tokio::time::interval_at(start + minute, minute);
     let mut upkeep_tick = tokio::time::interval(Duration::from_secs(5));
     let mut cart_tick = tokio::time::interval_at(start + minute, minute);
+    let mut notice_tick = tokio::time::interval(Duration::from_secs(5));
+    let webhooks = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -318,6 +323,18 @@ async fn maintain(state: web::Data<AppState>) {
                 }
             }
             _ = upkeep_tick.tick() => state.metrics.run_upkeep(),
+            _ = notice_tick.tick() => {
+                let outbox = crate::subject_requests::notices::Outbox {
+                    db: &state.db,
+                    master: &state.master,
+                    audit: &state.audit,
+                    client: &webhooks,
+                    now: state.clock.now(),
+                };
+                if let Err(e) = outbox.deliver_due().await {
+                    tracing::warn!(error = %e, "recipient notice delivery failed");
+                }
+            }
         }
     }
 }

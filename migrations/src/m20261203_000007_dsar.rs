@@ -53,6 +53,43 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Notices::Table)
+                    .col(string(Notices::Id).primary_key())
+                    .col(string(Notices::RequestId))
+                    .col(string(Notices::RecipientId))
+                    .col(string(Notices::Action))
+                    .col(text(Notices::Body))
+                    .col(string(Notices::Status))
+                    .col(integer(Notices::Attempts))
+                    .col(big_integer(Notices::NextAttemptAt))
+                    .col(string_null(Notices::LastError))
+                    .col(big_integer_null(Notices::DeliveredAt))
+                    .col(big_integer(Notices::CreatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("notices_due")
+                    .table(Notices::Table)
+                    .col(Notices::Status)
+                    .col(Notices::NextAttemptAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("notices_by_request")
+                    .table(Notices::Table)
+                    .col(Notices::RequestId)
+                    .to_owned(),
+            )
+            .await?;
         // Erasure finds the merged-away subjects that point at a person.
         manager
             .create_index(
@@ -85,6 +122,9 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Notices::Table).to_owned())
+            .await?;
         manager
             .drop_index(
                 Index::drop()
@@ -123,6 +163,22 @@ enum DsarRequests {
     UpdatedAt,
     CompletedAt,
     PackageExpiresAt,
+}
+
+#[derive(DeriveIden)]
+enum Notices {
+    Table,
+    Id,
+    RequestId,
+    RecipientId,
+    Action,
+    Body,
+    Status,
+    Attempts,
+    NextAttemptAt,
+    LastError,
+    DeliveredAt,
+    CreatedAt,
 }
 
 #[derive(DeriveIden)]

@@ -9,7 +9,12 @@ use super::entity::dsar_request::{self, Entity as Request};
 use super::entity::dsar_transition::{self, Entity as Transition};
 
 /// Statuses a request can no longer leave.
-pub const FINAL: &[&str] = &["completed", "rejected", "withdrawn"];
+pub const FINAL: &[&str] = &[
+    "completed",
+    "completed_with_pending_notices",
+    "rejected",
+    "withdrawn",
+];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestRow {

@@ -95,6 +95,14 @@ impl Executor<'_> {
             r.move_in(&txn, &mut row, "in_progress", "execution started")
                 .await?;
         }
+        // Recipients that received the data hear of an erasure or restriction (Art. 19);
+        // the outbox rows commit with the change they announce.
+        let webhooks = match row.kind.as_str() {
+            "erasure" | "restriction" => {
+                super::notices::queue_in(&txn, &row.id, &subject, &row.kind, r.now).await?
+            }
+            _ => 0,
+        };
         let done = match row.kind.as_str() {
             "access" | "portability" => {
                 row.package_expires_at =
@@ -129,7 +137,12 @@ impl Executor<'_> {
                 )));
             }
         };
-        r.move_in(&txn, &mut row, "completed", &done).await?;
+        let end = if webhooks > 0 {
+            "completed_with_pending_notices"
+        } else {
+            "completed"
+        };
+        r.move_in(&txn, &mut row, end, &done).await?;
         txn.commit().await.map_err(StoreError::from)?;
         r.show(id).await
     }

@@ -156,6 +156,9 @@ pub struct RequestView {
     /// Every move, oldest first (in `GET /v1/dsar/{id}` only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub transitions: Vec<TransitionView>,
+    /// The notices to recipients (Art. 19) and where each stands (in `GET /v1/dsar/{id}` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<super::notices::NoticeView>,
 }
 
 /// What a public form (an ingest key) learns of the request it filed.
@@ -204,7 +207,11 @@ fn allowed(from: &str, to: &str) -> bool {
         ("received", "verifying" | "verified")
             | ("verifying", "verified")
             | ("verified", "in_progress")
-            | ("in_progress", "completed")
+            | (
+                "in_progress",
+                "completed" | "completed_with_pending_notices"
+            )
+            | ("completed_with_pending_notices", "completed")
     ) || (!FINAL.contains(&from) && matches!(to, "rejected" | "withdrawn"))
 }
 
@@ -248,6 +255,7 @@ impl Requests<'_> {
                     at: ts(t.at),
                 })
                 .collect(),
+            notices: Vec::new(),
             id: r.id,
             kind: r.kind,
             status: r.status,
@@ -350,7 +358,9 @@ impl Requests<'_> {
             .await?
             .ok_or(RequestError::NotFound)?;
         let transitions = repo::transitions(self.db.conn(), id).await?;
-        Ok(self.view(row, transitions))
+        let mut view = self.view(row, transitions);
+        view.notices = super::notices::of_request(self.db, id).await?;
+        Ok(view)
     }
 
     /// The queue, by due date.
@@ -365,6 +375,7 @@ impl Requests<'_> {
             "verified",
             "in_progress",
             "completed",
+            "completed_with_pending_notices",
             "rejected",
             "withdrawn",
         ];
@@ -485,7 +496,7 @@ impl Requests<'_> {
         }
         row.status = to.to_owned();
         row.updated_at = self.now.unix_micros();
-        if to == "completed" {
+        if to.starts_with("completed") {
             row.completed_at = Some(self.now.unix_micros());
         }
         repo::update(txn, row).await?;

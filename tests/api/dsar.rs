@@ -730,3 +730,164 @@ async fn restriction_and_objection_requests_take_effect_at_once() {
     );
     assert_eq!(act(&app, &dpo, b, "execute", json!({})).await.status(), 409);
 }
+
+/// A recipient's webhook endpoint that fails its first `fail` calls, recording each.
+struct Receiver {
+    url: String,
+    calls: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+async fn receiver(fail: usize) -> Receiver {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let seen = calls.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = HttpServer::new(move || {
+        let seen = seen.clone();
+        App::new().route(
+            "/hook",
+            web::post().to(move |req: HttpRequest, body: String| {
+                let seen = seen.clone();
+                async move {
+                    let sig = req
+                        .headers()
+                        .get("consentry-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let mut calls = seen.lock().unwrap();
+                    calls.push((sig, body));
+                    if calls.len() <= fail {
+                        HttpResponse::InternalServerError().finish()
+                    } else {
+                        HttpResponse::Ok().finish()
+                    }
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    Receiver {
+        url: format!("http://127.0.0.1:{port}/hook"),
+        calls,
+    }
+}
+
+#[tokio::test]
+async fn recipients_that_received_the_data_get_a_signed_notice_retried_until_acknowledged() {
+    let app = spawn_app().await;
+    let hook = receiver(2).await;
+    let secret = "whsec-notices-0123456789";
+    let r = app
+        .post_json(
+            "/v1/recipients",
+            Some(&app.admin_token),
+            &json!({"id": "acme-esp", "name": "Acme", "kind": "esp",
+                    "purposes": ["marketing.communications.email"],
+                    "webhook_url": hook.url, "webhook_secret": secret}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    app.ensure_recipient("quiet-esp", "esp", &["marketing.communications.email"])
+        .await;
+    let (_, dpo) = app.create_key("dpo").await;
+    known_person(&app, "ann@example.com").await;
+    let r = app
+        .post_json("/v1/consents", Some(&dpo), &json!({"subject": {"email": "ann@example.com"},
+            "purpose": "email_marketing", "status": "granted", "method": "double_opt_in", "source": "shop"}))
+        .await;
+    assert_eq!(r.status(), 201);
+    let mut pseudonyms = Vec::new();
+    for rid in ["acme-esp", "quiet-esp"] {
+        let esp = app.esp_key(rid, &["marketing.communications.email"]).await;
+        let r = app
+            .post_json(
+                &format!("/v1/recipients/{rid}/pseudonyms"),
+                Some(&esp),
+                &json!({"purpose": "marketing.communications.email", "email": "ann@example.com"}),
+            )
+            .await;
+        let v: Value = r.json().await.unwrap();
+        pseudonyms.push(v["pseudonym"].as_str().unwrap().to_owned());
+    }
+    let id = verified(&app, &dpo, "erasure", "ann@example.com").await;
+    let r = act(&app, &dpo, &id, "execute", json!({})).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "completed_with_pending_notices");
+    let v = app.get_json(&format!("/v1/dsar/{id}"), Some(&dpo)).await;
+    let notices = v["notices"].as_array().unwrap();
+    assert_eq!(notices.len(), 2, "{v}");
+    let status = |rid: &str, v: &Value| {
+        v["notices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["recipient"] == rid)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("quiet-esp", &v), "no_webhook");
+    assert_eq!(status("acme-esp", &v), "pending");
+
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        let outbox = consentry::subject_requests::notices::Outbox {
+            db: &app.state.db,
+            master: &app.state.master,
+            audit: &app.state.audit,
+            client: &client,
+            now: consentry::domain::Clock::now(app.clock.as_ref()),
+        };
+        outbox.deliver_due().await.unwrap();
+        let v = app.get_json(&format!("/v1/dsar/{id}"), Some(&dpo)).await;
+        if status("acme-esp", &v) == "delivered" {
+            break;
+        }
+        app.clock.advance_secs(3600);
+    }
+    let v = app.get_json(&format!("/v1/dsar/{id}"), Some(&dpo)).await;
+    assert_eq!(status("acme-esp", &v), "delivered");
+    assert_eq!(v["status"], "completed", "every webhook acknowledged");
+    let calls = hook.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 3, "two failures, then the acknowledgement");
+    let (sig, body) = &calls[2];
+    let notice: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(notice["action"], "erasure");
+    assert_eq!(notice["request_id"], id.as_str());
+    assert_eq!(
+        notice["pseudonyms"],
+        json!([pseudonyms[0]]),
+        "only its own pseudonym"
+    );
+    assert!(!body.contains("ann@example.com"));
+    let t = sig
+        .split(',')
+        .next()
+        .unwrap()
+        .trim_start_matches("t=")
+        .parse::<i64>()
+        .unwrap();
+    assert_eq!(
+        *sig,
+        consentry::subject_requests::notices::signature(secret.as_bytes(), t, body)
+    );
+    let n = v["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["recipient"] == "acme-esp")
+        .unwrap()
+        .clone();
+    assert_eq!(n["attempts"], 3);
+    assert_eq!(
+        app.count("audit_entries", "WHERE action = 'notice.failed'")
+            .await,
+        2
+    );
+    app.verify().await.expect("the audit log verifies");
+}
