@@ -385,6 +385,18 @@ impl From<crate::subject_requests::requests::RequestError> for ApiError {
     }
 }
 
+impl From<crate::subject_requests::legal_hold::HoldError> for ApiError {
+    fn from(e: crate::subject_requests::legal_hold::HoldError) -> Self {
+        use crate::subject_requests::legal_hold::HoldError as E;
+        match e {
+            E::Invalid(m) => ApiError::new(ErrorCode::ValidationFailed, m),
+            E::NoSubject | E::NotHeld => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::Store(s) => s.into(),
+            E::Audit(a) => a.into(),
+        }
+    }
+}
+
 impl From<crate::profiles::lookup::LookupError> for ApiError {
     fn from(e: crate::profiles::lookup::LookupError) -> Self {
         use crate::profiles::lookup::LookupError as E;

@@ -29,6 +29,7 @@ use routes::{
         tracking::identify, tracking::track, tracking::page, tracking::screen,
         tracking::group, tracking::alias, tracking::batch,
         subjects::find, subjects::restrict, subjects::restriction, subjects::lift,
+        subjects::hold, subjects::held, subjects::release,
         imports::create,
         policies::ropa, policies::reload,
         consents::record, consents::history, consents::confirm, consents::receipt,
@@ -118,6 +119,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .route(web::put().to(subjects::restrict))
             .route(web::get().to(subjects::restriction))
             .route(web::delete().to(subjects::lift)),
+    )
+    .service(
+        resource("/v1/subjects/{subject_id}/legal-hold")
+            .route(web::put().to(subjects::hold))
+            .route(web::get().to(subjects::held))
+            .route(web::delete().to(subjects::release)),
     )
     .service(
         resource("/v1/recipients")

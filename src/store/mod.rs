@@ -9,6 +9,7 @@ pub mod dsar;
 mod entity;
 pub mod erasure;
 pub mod keyring;
+pub mod legal_holds;
 pub mod notices;
 pub mod profiles;
 pub mod recipients;

@@ -91,6 +91,14 @@ impl Executor<'_> {
                 "no data is held for this request; reject it with reason no_data_held".into(),
             ));
         };
+        if row.kind == "erasure"
+            && let Some(hold) = crate::store::legal_holds::get(&txn, &subject).await?
+        {
+            return Err(RequestError::State(format!(
+                "the subject is under legal hold ({}); erasure is blocked until the hold is lifted",
+                hold.reason
+            )));
+        }
         if row.status == "verified" {
             r.move_in(&txn, &mut row, "in_progress", "execution started")
                 .await?;

@@ -52,6 +52,21 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
         "/v1/subjects/{subject_id}/restriction",
         Some(&["dpo"]),
     ),
+    (
+        "put",
+        "/v1/subjects/{subject_id}/legal-hold",
+        Some(&["dpo"]),
+    ),
+    (
+        "get",
+        "/v1/subjects/{subject_id}/legal-hold",
+        Some(&["dpo"]),
+    ),
+    (
+        "delete",
+        "/v1/subjects/{subject_id}/legal-hold",
+        Some(&["dpo"]),
+    ),
     ("post", "/v1/recipients", Some(&["admin"])),
     ("get", "/v1/recipients", Some(&["admin", "dpo", "auditor"])),
     (

@@ -891,3 +891,53 @@ async fn recipients_that_received_the_data_get_a_signed_notice_retried_until_ack
     );
     app.verify().await.expect("the audit log verifies");
 }
+
+#[tokio::test]
+async fn a_legal_hold_blocks_erasure_with_its_reason_until_lifted() {
+    let app = spawn_app().await;
+    known_person(&app, "ann@example.com").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let s = app
+        .get_json("/v1/subjects?email=ann%40example.com", Some(&dpo))
+        .await;
+    let sid = s["subject_id"].as_str().unwrap().to_owned();
+    let hold = |body: Value| {
+        let (app, dpo, sid) = (&app, &dpo, &sid);
+        async move {
+            app.client
+                .put(app.url(&format!("/v1/subjects/{sid}/legal-hold")))
+                .bearer_auth(dpo)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(hold(json!({"reason": ""})).await.status(), 422);
+    assert_eq!(
+        hold(json!({"reason": "litigation 2026-114"}))
+            .await
+            .status(),
+        200
+    );
+    let id = verified(&app, &dpo, "erasure", "ann@example.com").await;
+    let r = act(&app, &dpo, &id, "execute", json!({})).await;
+    assert_eq!(r.status(), 409);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("litigation 2026-114")
+    );
+    let v = app.get_json(&format!("/v1/dsar/{id}"), Some(&dpo)).await;
+    assert_eq!(v["status"], "verified", "nothing changed");
+    assert_eq!(app.active_subjects().await, 1);
+    let r = app
+        .delete(&format!("/v1/subjects/{sid}/legal-hold"), Some(&dpo))
+        .await;
+    assert_eq!(r.status(), 204);
+    let r = act(&app, &dpo, &id, "execute", json!({})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.active_subjects().await, 0);
+}

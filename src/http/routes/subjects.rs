@@ -119,3 +119,80 @@ pub async fn lift(
     restrictions(&state, &auth).lift(&path.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+fn holds<'a>(
+    state: &'a AppState,
+    auth: &Authorized<DpoOnly>,
+) -> crate::subject_requests::legal_hold::Holds<'a> {
+    crate::subject_requests::legal_hold::Holds {
+        db: &state.db,
+        audit: &state.audit,
+        actor: auth.actor(),
+        request_id: auth.request_id.clone(),
+        now: state.clock.now(),
+    }
+}
+
+/// Place a legal hold (Art. 17(3)(e)): erasure requests for the subject are refused,
+/// with this reason, until it is lifted. Audited.
+#[utoipa::path(put, path = "/v1/subjects/{subject_id}/legal-hold", tag = "subjects",
+    security(("bearer" = [])),
+    params(("subject_id" = String, Path, description = "The internal id (from GET /v1/subjects)")),
+    request_body = crate::subject_requests::legal_hold::NewHold,
+    responses(
+    (status = 200, description = "Held (an earlier hold is kept as it was)", body = crate::subject_requests::legal_hold::Hold),
+    (status = 400, description = "Malformed body", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo key", body = ErrorBody),
+    (status = 404, description = "No such subject", body = ErrorBody),
+    (status = 413, description = "Body too large", body = ErrorBody),
+    (status = 415, description = "Not JSON", body = ErrorBody),
+    (status = 422, description = "Invalid reason", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable; nothing changed", body = ErrorBody)))]
+pub async fn hold(
+    state: web::Data<AppState>,
+    auth: Authorized<DpoOnly>,
+    path: web::Path<String>,
+    body: crate::http::extract::JsonBody<crate::subject_requests::legal_hold::NewHold>,
+) -> Result<HttpResponse, ApiError> {
+    let req = body.parse().await?;
+    let h = holds(&state, &auth).place(&path.into_inner(), &req).await?;
+    Ok(HttpResponse::Ok().json(h))
+}
+
+/// Whether a subject is under legal hold, since when and why.
+#[utoipa::path(get, path = "/v1/subjects/{subject_id}/legal-hold", tag = "subjects",
+    security(("bearer" = [])),
+    params(("subject_id" = String, Path, description = "The internal id")),
+    responses(
+    (status = 200, description = "The hold", body = crate::subject_requests::legal_hold::Hold),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo key", body = ErrorBody),
+    (status = 404, description = "Not held", body = ErrorBody)))]
+pub async fn held(
+    state: web::Data<AppState>,
+    auth: Authorized<DpoOnly>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let h = holds(&state, &auth).get(&path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(h))
+}
+
+/// Lift a legal hold. Audited.
+#[utoipa::path(delete, path = "/v1/subjects/{subject_id}/legal-hold", tag = "subjects",
+    security(("bearer" = [])),
+    params(("subject_id" = String, Path, description = "The internal id")),
+    responses(
+    (status = 204, description = "Lifted"),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo key", body = ErrorBody),
+    (status = 404, description = "Not held", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable; nothing changed", body = ErrorBody)))]
+pub async fn release(
+    state: web::Data<AppState>,
+    auth: Authorized<DpoOnly>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    holds(&state, &auth).lift(&path.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

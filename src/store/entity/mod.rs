@@ -12,6 +12,7 @@ pub mod event;
 pub mod identifier;
 pub mod identity_conflict;
 pub mod keyring_key;
+pub mod legal_hold;
 pub mod notice;
 pub mod pseudonym;
 pub mod recipient;
