@@ -1,5 +1,6 @@
 //! Recipients of data, the pseudonyms they were given, the record of every disclosure
-//! (Art. 15(1)(c): who received which data, when, for what), and restriction (Art. 18).
+//! (Art. 15(1)(c): who received which data, when, for what), and per-subject flags:
+//! restriction (Art. 18) and legal hold.
 use sea_orm_migration::{prelude::*, schema::*};
 
 #[derive(DeriveMigrationName)]
@@ -75,11 +76,17 @@ impl MigrationTrait for Migration {
         manager
             .create_table(
                 Table::create()
-                    .table(Restrictions::Table)
-                    .col(string(Restrictions::SubjectId).primary_key())
-                    .col(string(Restrictions::Reason))
-                    .col(big_integer(Restrictions::RestrictedAt))
-                    .col(string(Restrictions::RecordedBy))
+                    .table(SubjectFlags::Table)
+                    .col(string(SubjectFlags::SubjectId))
+                    .col(string(SubjectFlags::Flag))
+                    .col(string(SubjectFlags::Reason))
+                    .col(big_integer(SubjectFlags::SetAt))
+                    .col(string(SubjectFlags::SetBy))
+                    .primary_key(
+                        Index::create()
+                            .col(SubjectFlags::SubjectId)
+                            .col(SubjectFlags::Flag),
+                    )
                     .to_owned(),
             )
             .await
@@ -87,7 +94,7 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for t in [
-            Restrictions::Table.into_iden(),
+            SubjectFlags::Table.into_iden(),
             Disclosures::Table.into_iden(),
             Pseudonyms::Table.into_iden(),
             Recipients::Table.into_iden(),
@@ -134,11 +141,13 @@ enum Disclosures {
     KeyId,
 }
 
+/// Per-subject states set by a DPO: `restricted` (Art. 18), `legal_hold` (Art. 17(3)(e)).
 #[derive(DeriveIden)]
-enum Restrictions {
+enum SubjectFlags {
     Table,
     SubjectId,
+    Flag,
     Reason,
-    RestrictedAt,
-    RecordedBy,
+    SetAt,
+    SetBy,
 }

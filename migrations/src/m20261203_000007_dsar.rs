@@ -90,17 +90,6 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_table(
-                Table::create()
-                    .table(LegalHolds::Table)
-                    .col(string(LegalHolds::SubjectId).primary_key())
-                    .col(string(LegalHolds::Reason))
-                    .col(big_integer(LegalHolds::PlacedAt))
-                    .col(string(LegalHolds::PlacedBy))
-                    .to_owned(),
-            )
-            .await?;
         // Erasure finds the merged-away subjects that point at a person.
         manager
             .create_index(
@@ -133,9 +122,6 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table(LegalHolds::Table).to_owned())
-            .await?;
         manager
             .drop_table(Table::drop().table(Notices::Table).to_owned())
             .await?;
@@ -177,15 +163,6 @@ enum DsarRequests {
     UpdatedAt,
     CompletedAt,
     PackageExpiresAt,
-}
-
-#[derive(DeriveIden)]
-enum LegalHolds {
-    Table,
-    SubjectId,
-    Reason,
-    PlacedAt,
-    PlacedBy,
 }
 
 #[derive(DeriveIden)]

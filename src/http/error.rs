@@ -358,12 +358,12 @@ impl From<crate::policy::gate::GateError> for ApiError {
     }
 }
 
-impl From<crate::subject_requests::restriction::RestrictionError> for ApiError {
-    fn from(e: crate::subject_requests::restriction::RestrictionError) -> Self {
-        use crate::subject_requests::restriction::RestrictionError as E;
+impl From<crate::subject_requests::flags::FlagError> for ApiError {
+    fn from(e: crate::subject_requests::flags::FlagError) -> Self {
+        use crate::subject_requests::flags::FlagError as E;
         match e {
             E::Invalid(m) => ApiError::new(ErrorCode::ValidationFailed, m),
-            E::NoSubject | E::NotRestricted => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::NoSubject | E::NotSet(_) => ApiError::new(ErrorCode::NotFound, e.to_string()),
             E::Store(s) => s.into(),
             E::Audit(a) => a.into(),
         }
@@ -379,18 +379,6 @@ impl From<crate::subject_requests::requests::RequestError> for ApiError {
             E::State(m) => ApiError::new(ErrorCode::InvalidState, m),
             E::Expired => ApiError::new(ErrorCode::LinkExpired, e.to_string()),
             E::Keyring(k) => ApiError::opaque(ErrorCode::Internal, &k),
-            E::Store(s) => s.into(),
-            E::Audit(a) => a.into(),
-        }
-    }
-}
-
-impl From<crate::subject_requests::legal_hold::HoldError> for ApiError {
-    fn from(e: crate::subject_requests::legal_hold::HoldError) -> Self {
-        use crate::subject_requests::legal_hold::HoldError as E;
-        match e {
-            E::Invalid(m) => ApiError::new(ErrorCode::ValidationFailed, m),
-            E::NoSubject | E::NotHeld => ApiError::new(ErrorCode::NotFound, e.to_string()),
             E::Store(s) => s.into(),
             E::Audit(a) => a.into(),
         }

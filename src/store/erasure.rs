@@ -4,8 +4,8 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelec
 
 use super::StoreError;
 use super::entity::{
-    aggregate, consent, disclosure, event, identifier, identity_conflict, pseudonym, restriction,
-    subject, subject_key, subject_trait,
+    aggregate, consent, disclosure, event, identifier, identity_conflict, pseudonym, subject,
+    subject_flag, subject_key, subject_trait,
 };
 
 /// Rows removed, by table.
@@ -68,8 +68,8 @@ pub async fn erase<C: ConnectionTrait>(c: &C, subject_id: &str) -> Result<Erased
         .filter(aggregate::Column::SubjectId.is_in(ids.clone()))
         .exec(c)
         .await?;
-    restriction::Entity::delete_many()
-        .filter(restriction::Column::SubjectId.is_in(ids.clone()))
+    subject_flag::Entity::delete_many()
+        .filter(subject_flag::Column::SubjectId.is_in(ids.clone()))
         .exec(c)
         .await?;
     identity_conflict::Entity::delete_many()

@@ -9,11 +9,10 @@ pub mod dsar;
 mod entity;
 pub mod erasure;
 pub mod keyring;
-pub mod legal_holds;
 pub mod notices;
 pub mod profiles;
 pub mod recipients;
-pub mod restrictions;
+pub mod subject_flags;
 pub mod suppressions;
 
 use std::path::Path;

@@ -14,8 +14,8 @@ use crate::crypto::{MasterKey, SubjectKey};
 use crate::policy::LegalBasis;
 use crate::store::consents::ConsentRow;
 use crate::store::dsar::{self as repo, RequestRow};
-use crate::store::restrictions::RestrictionRow;
-use crate::store::{StoreError, consents, erasure, profiles, restrictions, suppressions};
+use crate::store::subject_flags::{self, FlagRow};
+use crate::store::{StoreError, consents, erasure, profiles, suppressions};
 
 impl From<PackageError> for RequestError {
     fn from(e: PackageError) -> Self {
@@ -92,7 +92,8 @@ impl Executor<'_> {
             ));
         };
         if row.kind == "erasure"
-            && let Some(hold) = crate::store::legal_holds::get(&txn, &subject).await?
+            && let Some(hold) =
+                subject_flags::get(&txn, &subject, subject_flags::LEGAL_HOLD).await?
         {
             return Err(RequestError::State(format!(
                 "the subject is under legal hold ({}); erasure is blocked until the hold is lifted",
@@ -119,13 +120,14 @@ impl Executor<'_> {
             }
             "erasure" => self.erase(&txn, &row, &subject).await?,
             "restriction" => {
-                restrictions::insert(
+                subject_flags::insert(
                     &txn,
-                    &RestrictionRow {
+                    &FlagRow {
                         subject_id: subject.clone(),
+                        flag: subject_flags::RESTRICTED.into(),
                         reason: format!("request {}", row.id),
-                        restricted_at: r.now.unix_micros(),
-                        recorded_by: r.actor.key_id.clone(),
+                        set_at: r.now.unix_micros(),
+                        set_by: r.actor.key_id.clone(),
                     },
                 )
                 .await?;

@@ -2,8 +2,7 @@
 //! (`requests`), their execution (`execute`: access and portability packages, erasure,
 //! restriction, objection) and restriction of processing (Art. 18).
 pub mod execute;
-pub mod legal_hold;
+pub mod flags;
 pub mod notices;
 pub mod package;
 pub mod requests;
-pub mod restriction;

@@ -13,7 +13,7 @@ use crate::crypto::{Keyring, KeyringError, MasterKey, SubjectKey};
 use crate::domain::Timestamp;
 use crate::policy::Policies;
 use crate::store::{
-    StoreError, aggregates, consents, disclosures, profiles, recipients, restrictions,
+    StoreError, aggregates, consents, disclosures, profiles, recipients, subject_flags,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -270,9 +270,9 @@ impl Builder<'_> {
                     disclosed_at: ts(d.disclosed_at),
                 })
                 .collect(),
-            restricted_since: restrictions::get(c, subject_id)
+            restricted_since: subject_flags::get(c, subject_id, subject_flags::RESTRICTED)
                 .await?
-                .map(|r| ts(r.restricted_at)),
+                .map(|r| ts(r.set_at)),
             segments: Vec::new(),
         })
     }
@@ -322,7 +322,143 @@ fn table(out: &mut String, title: &str, head: &[&str], rows: Vec<Vec<String>>) {
     out.push_str("</table>\n");
 }
 
+/// One table of the package: a section of the HTML page and, when it has a file name,
+/// a CSV file of the portability archive.
+struct Section {
+    title: &'static str,
+    file: Option<&'static str>,
+    head: &'static [&'static str],
+    rows: Vec<Vec<String>>,
+}
+
 impl AccessPackage {
+    fn sections(&self) -> Vec<Section> {
+        let aggregates = match &self.aggregates {
+            Value::Object(m) => m.iter().map(|(k, v)| vec![k.clone(), text(v)]).collect(),
+            _ => Vec::new(),
+        };
+        vec![
+            Section {
+                title: "Identifiers",
+                file: Some("identifiers.csv"),
+                head: &["kind", "value", "since"],
+                rows: self
+                    .identifiers
+                    .iter()
+                    .map(|i| vec![i.kind.clone(), i.value.clone(), i.since.clone()])
+                    .collect(),
+            },
+            Section {
+                title: "Attributes",
+                file: Some("traits.csv"),
+                head: &["name", "category", "value", "updated_at"],
+                rows: self
+                    .traits
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.name.clone(),
+                            t.category.clone(),
+                            text(&t.value),
+                            t.updated_at.clone(),
+                        ]
+                    })
+                    .collect(),
+            },
+            Section {
+                title: "What we derived from your activity",
+                file: None,
+                head: &["measure", "value"],
+                rows: aggregates,
+            },
+            Section {
+                title: "Consent decisions",
+                file: Some("consents.csv"),
+                head: &[
+                    "consent",
+                    "status",
+                    "method",
+                    "source",
+                    "notice_version",
+                    "captured_at",
+                ],
+                rows: self
+                    .consents
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.consent.clone(),
+                            c.status.clone(),
+                            c.method.clone(),
+                            c.source.clone(),
+                            c.notice_version.clone().unwrap_or_default(),
+                            c.captured_at.clone(),
+                        ]
+                    })
+                    .collect(),
+            },
+            Section {
+                title: "Why we process data (purposes and legal bases)",
+                file: None,
+                head: &["purpose", "description", "legal basis", "retention (days)"],
+                rows: self
+                    .purposes
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.purpose.clone(),
+                            p.description.clone(),
+                            format!("{} ({})", p.legal_basis, p.lawful_under),
+                            p.retention_days.to_string(),
+                        ]
+                    })
+                    .collect(),
+            },
+            Section {
+                title: "Who received your data",
+                file: Some("disclosures.csv"),
+                head: &[
+                    "recipient",
+                    "recipient_name",
+                    "purpose",
+                    "attributes",
+                    "disclosed_at",
+                ],
+                rows: self
+                    .disclosures
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.recipient.clone(),
+                            d.recipient_name.clone(),
+                            d.purpose.clone(),
+                            d.attributes.join(" "),
+                            d.disclosed_at.clone(),
+                        ]
+                    })
+                    .collect(),
+            },
+            Section {
+                title: "Activity",
+                file: Some("events.csv"),
+                head: &["occurred_at", "type", "event", "properties", "received_at"],
+                rows: self
+                    .events
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.occurred_at.clone(),
+                            e.kind.clone(),
+                            e.event.clone().unwrap_or_default(),
+                            e.properties.get().to_owned(),
+                            e.received_at.clone(),
+                        ]
+                    })
+                    .collect(),
+            },
+        ]
+    }
+
     /// A self-contained page a person can read (every value HTML-escaped).
     pub fn to_html(&self) -> String {
         let mut out = format!(
@@ -333,107 +469,9 @@ impl AccessPackage {
             esc(&self.request_id),
             esc(&self.generated_at)
         );
-        table(
-            &mut out,
-            "Identifiers",
-            &["kind", "value", "since"],
-            self.identifiers
-                .iter()
-                .map(|i| vec![i.kind.clone(), i.value.clone(), i.since.clone()])
-                .collect(),
-        );
-        table(
-            &mut out,
-            "Attributes",
-            &["name", "category", "value", "updated"],
-            self.traits
-                .iter()
-                .map(|t| {
-                    vec![
-                        t.name.clone(),
-                        t.category.clone(),
-                        text(&t.value),
-                        t.updated_at.clone(),
-                    ]
-                })
-                .collect(),
-        );
-        let aggregates = match &self.aggregates {
-            Value::Object(m) => m.iter().map(|(k, v)| vec![k.clone(), text(v)]).collect(),
-            _ => Vec::new(),
-        };
-        table(
-            &mut out,
-            "What we derived from your activity",
-            &["measure", "value"],
-            aggregates,
-        );
-        table(
-            &mut out,
-            "Consent decisions",
-            &["consent", "status", "method", "source", "notice", "when"],
-            self.consents
-                .iter()
-                .map(|c| {
-                    vec![
-                        c.consent.clone(),
-                        c.status.clone(),
-                        c.method.clone(),
-                        c.source.clone(),
-                        c.notice_version.clone().unwrap_or_default(),
-                        c.captured_at.clone(),
-                    ]
-                })
-                .collect(),
-        );
-        table(
-            &mut out,
-            "Why we process data (purposes and legal bases)",
-            &["purpose", "description", "legal basis", "retention (days)"],
-            self.purposes
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.purpose.clone(),
-                        p.description.clone(),
-                        format!("{} ({})", p.legal_basis, p.lawful_under),
-                        p.retention_days.to_string(),
-                    ]
-                })
-                .collect(),
-        );
-        table(
-            &mut out,
-            "Who received your data",
-            &["recipient", "purpose", "what", "when"],
-            self.disclosures
-                .iter()
-                .map(|d| {
-                    vec![
-                        format!("{} ({})", d.recipient_name, d.recipient),
-                        d.purpose.clone(),
-                        d.attributes.join(", "),
-                        d.disclosed_at.clone(),
-                    ]
-                })
-                .collect(),
-        );
-        table(
-            &mut out,
-            "Activity",
-            &["when", "type", "event", "details"],
-            self.events
-                .iter()
-                .map(|e| {
-                    vec![
-                        e.occurred_at.clone(),
-                        e.kind.clone(),
-                        e.event.clone().unwrap_or_default(),
-                        e.properties.get().to_owned(),
-                    ]
-                })
-                .collect(),
-        );
+        for s in self.sections() {
+            table(&mut out, s.title, s.head, s.rows);
+        }
         out.push_str("</html>\n");
         out
     }
@@ -452,102 +490,15 @@ impl AccessPackage {
             "profile.json",
             &serde_json::to_vec_pretty(self).map_err(|e| werr(&e))?,
         )?;
-        let csv_of = |head: &[&str], rows: Vec<Vec<String>>| -> Result<Vec<u8>, PackageError> {
+        for s in self.sections() {
+            let Some(file) = s.file else { continue };
             let mut w = csv::Writer::from_writer(Vec::new());
-            w.write_record(head).map_err(|e| werr(&e))?;
-            for r in rows {
+            w.write_record(s.head).map_err(|e| werr(&e))?;
+            for r in s.rows {
                 w.write_record(&r).map_err(|e| werr(&e))?;
             }
-            w.into_inner().map_err(|e| werr(&e))
-        };
-        add(
-            "identifiers.csv",
-            &csv_of(
-                &["kind", "value", "since"],
-                self.identifiers
-                    .iter()
-                    .map(|i| vec![i.kind.clone(), i.value.clone(), i.since.clone()])
-                    .collect(),
-            )?,
-        )?;
-        add(
-            "traits.csv",
-            &csv_of(
-                &["name", "category", "value", "updated_at"],
-                self.traits
-                    .iter()
-                    .map(|t| {
-                        vec![
-                            t.name.clone(),
-                            t.category.clone(),
-                            text(&t.value),
-                            t.updated_at.clone(),
-                        ]
-                    })
-                    .collect(),
-            )?,
-        )?;
-        add(
-            "events.csv",
-            &csv_of(
-                &["occurred_at", "type", "event", "properties", "received_at"],
-                self.events
-                    .iter()
-                    .map(|e| {
-                        vec![
-                            e.occurred_at.clone(),
-                            e.kind.clone(),
-                            e.event.clone().unwrap_or_default(),
-                            e.properties.get().to_owned(),
-                            e.received_at.clone(),
-                        ]
-                    })
-                    .collect(),
-            )?,
-        )?;
-        add(
-            "consents.csv",
-            &csv_of(
-                &[
-                    "consent",
-                    "status",
-                    "method",
-                    "source",
-                    "notice_version",
-                    "captured_at",
-                ],
-                self.consents
-                    .iter()
-                    .map(|c| {
-                        vec![
-                            c.consent.clone(),
-                            c.status.clone(),
-                            c.method.clone(),
-                            c.source.clone(),
-                            c.notice_version.clone().unwrap_or_default(),
-                            c.captured_at.clone(),
-                        ]
-                    })
-                    .collect(),
-            )?,
-        )?;
-        add(
-            "disclosures.csv",
-            &csv_of(
-                &["recipient", "purpose", "attributes", "disclosed_at"],
-                self.disclosures
-                    .iter()
-                    .map(|d| {
-                        vec![
-                            d.recipient.clone(),
-                            d.purpose.clone(),
-                            d.attributes.join(" "),
-                            d.disclosed_at.clone(),
-                        ]
-                    })
-                    .collect(),
-            )?,
-        )?;
+            add(file, &w.into_inner().map_err(|e| werr(&e))?)?;
+        }
         let cursor = zip.finish().map_err(|e| werr(&e))?;
         Ok(cursor.into_inner())
     }

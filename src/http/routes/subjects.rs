@@ -1,9 +1,10 @@
 use actix_web::{HttpResponse, web};
 
 use crate::http::error::{ApiError, ErrorBody, ErrorCode};
-use crate::http::extract::{Authorized, DpoOnly, Query};
+use crate::http::extract::{Authorized, DpoOnly, JsonBody, Query};
 use crate::profiles::lookup::{self, SubjectQuery, SubjectQueryDoc, SubjectSummary};
 use crate::startup::AppState;
+use crate::subject_requests::flags::{Flag, FlagView, NewFlag};
 
 /// Find a subject by one identifier: what the gateway holds about them, never the values.
 #[utoipa::path(get, path = "/v1/subjects", tag = "subjects", security(("bearer" = [])),
@@ -41,16 +42,18 @@ pub async fn find(
     }
 }
 
-fn restrictions<'a>(
+fn flags<'a>(
     state: &'a AppState,
     auth: &Authorized<DpoOnly>,
-) -> crate::subject_requests::restriction::Restrictions<'a> {
-    crate::subject_requests::restriction::Restrictions {
+    flag: Flag,
+) -> crate::subject_requests::flags::Flags<'a> {
+    crate::subject_requests::flags::Flags {
         db: &state.db,
         audit: &state.audit,
         actor: auth.actor(),
         request_id: auth.request_id.clone(),
         now: state.clock.now(),
+        flag,
     }
 }
 
@@ -59,9 +62,9 @@ fn restrictions<'a>(
 #[utoipa::path(put, path = "/v1/subjects/{subject_id}/restriction", tag = "subjects",
     security(("bearer" = [])),
     params(("subject_id" = String, Path, description = "The internal id (from GET /v1/subjects)")),
-    request_body = crate::subject_requests::restriction::NewRestriction,
+    request_body = NewFlag,
     responses(
-    (status = 200, description = "Restricted (an earlier restriction is kept as it was)", body = crate::subject_requests::restriction::Restriction),
+    (status = 200, description = "Restricted (an earlier restriction is kept as it was)", body = FlagView),
     (status = 400, description = "Malformed body", body = ErrorBody),
     (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
     (status = 403, description = "Not a dpo key", body = ErrorBody),
@@ -74,13 +77,13 @@ pub async fn restrict(
     state: web::Data<AppState>,
     auth: Authorized<DpoOnly>,
     path: web::Path<String>,
-    body: crate::http::extract::JsonBody<crate::subject_requests::restriction::NewRestriction>,
+    body: JsonBody<NewFlag>,
 ) -> Result<HttpResponse, ApiError> {
     let req = body.parse().await?;
-    let r = restrictions(&state, &auth)
-        .restrict(&path.into_inner(), &req)
+    let v = flags(&state, &auth, Flag::Restriction)
+        .set(&path.into_inner(), &req)
         .await?;
-    Ok(HttpResponse::Ok().json(r))
+    Ok(HttpResponse::Ok().json(v))
 }
 
 /// Whether a subject is restricted, since when and why.
@@ -88,7 +91,7 @@ pub async fn restrict(
     security(("bearer" = [])),
     params(("subject_id" = String, Path, description = "The internal id")),
     responses(
-    (status = 200, description = "The restriction", body = crate::subject_requests::restriction::Restriction),
+    (status = 200, description = "The restriction", body = FlagView),
     (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
     (status = 403, description = "Not a dpo key", body = ErrorBody),
     (status = 404, description = "Not restricted", body = ErrorBody)))]
@@ -97,8 +100,10 @@ pub async fn restriction(
     auth: Authorized<DpoOnly>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = restrictions(&state, &auth).get(&path.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(r))
+    let v = flags(&state, &auth, Flag::Restriction)
+        .get(&path.into_inner())
+        .await?;
+    Ok(HttpResponse::Ok().json(v))
 }
 
 /// Lift a restriction. Audited.
@@ -116,21 +121,10 @@ pub async fn lift(
     auth: Authorized<DpoOnly>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    restrictions(&state, &auth).lift(&path.into_inner()).await?;
+    flags(&state, &auth, Flag::Restriction)
+        .clear(&path.into_inner())
+        .await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-fn holds<'a>(
-    state: &'a AppState,
-    auth: &Authorized<DpoOnly>,
-) -> crate::subject_requests::legal_hold::Holds<'a> {
-    crate::subject_requests::legal_hold::Holds {
-        db: &state.db,
-        audit: &state.audit,
-        actor: auth.actor(),
-        request_id: auth.request_id.clone(),
-        now: state.clock.now(),
-    }
 }
 
 /// Place a legal hold (Art. 17(3)(e)): erasure requests for the subject are refused,
@@ -138,9 +132,9 @@ fn holds<'a>(
 #[utoipa::path(put, path = "/v1/subjects/{subject_id}/legal-hold", tag = "subjects",
     security(("bearer" = [])),
     params(("subject_id" = String, Path, description = "The internal id (from GET /v1/subjects)")),
-    request_body = crate::subject_requests::legal_hold::NewHold,
+    request_body = NewFlag,
     responses(
-    (status = 200, description = "Held (an earlier hold is kept as it was)", body = crate::subject_requests::legal_hold::Hold),
+    (status = 200, description = "Held (an earlier hold is kept as it was)", body = FlagView),
     (status = 400, description = "Malformed body", body = ErrorBody),
     (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
     (status = 403, description = "Not a dpo key", body = ErrorBody),
@@ -153,11 +147,13 @@ pub async fn hold(
     state: web::Data<AppState>,
     auth: Authorized<DpoOnly>,
     path: web::Path<String>,
-    body: crate::http::extract::JsonBody<crate::subject_requests::legal_hold::NewHold>,
+    body: JsonBody<NewFlag>,
 ) -> Result<HttpResponse, ApiError> {
     let req = body.parse().await?;
-    let h = holds(&state, &auth).place(&path.into_inner(), &req).await?;
-    Ok(HttpResponse::Ok().json(h))
+    let v = flags(&state, &auth, Flag::LegalHold)
+        .set(&path.into_inner(), &req)
+        .await?;
+    Ok(HttpResponse::Ok().json(v))
 }
 
 /// Whether a subject is under legal hold, since when and why.
@@ -165,7 +161,7 @@ pub async fn hold(
     security(("bearer" = [])),
     params(("subject_id" = String, Path, description = "The internal id")),
     responses(
-    (status = 200, description = "The hold", body = crate::subject_requests::legal_hold::Hold),
+    (status = 200, description = "The hold", body = FlagView),
     (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
     (status = 403, description = "Not a dpo key", body = ErrorBody),
     (status = 404, description = "Not held", body = ErrorBody)))]
@@ -174,8 +170,10 @@ pub async fn held(
     auth: Authorized<DpoOnly>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let h = holds(&state, &auth).get(&path.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(h))
+    let v = flags(&state, &auth, Flag::LegalHold)
+        .get(&path.into_inner())
+        .await?;
+    Ok(HttpResponse::Ok().json(v))
 }
 
 /// Lift a legal hold. Audited.
@@ -193,6 +191,8 @@ pub async fn release(
     auth: Authorized<DpoOnly>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    holds(&state, &auth).lift(&path.into_inner()).await?;
+    flags(&state, &auth, Flag::LegalHold)
+        .clear(&path.into_inner())
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -11,7 +11,7 @@ use crate::crypto::{Keyring, KeyringError, MasterKey, SubjectKey};
 use crate::domain::aggregates::Aggregates;
 use crate::domain::{Pseudonym, Timestamp};
 use crate::store::{
-    StoreError, aggregates as aggregate_repo, consents, profiles, restrictions, suppressions,
+    StoreError, aggregates as aggregate_repo, consents, profiles, subject_flags, suppressions,
 };
 
 /// The category each behavioural aggregate belongs to. Segments and templates that read
@@ -202,7 +202,9 @@ pub async fn load_record<C: ConnectionTrait>(
     Ok(Some(SubjectRecord {
         recipient: grant.recipient.to_string(),
         pseudonym,
-        restricted: restrictions::get(c, subject_id).await?.is_some(),
+        restricted: subject_flags::get(c, subject_id, subject_flags::RESTRICTED)
+            .await?
+            .is_some(),
         suppressed,
         attributes,
         email: email.map(|(_, v)| v),

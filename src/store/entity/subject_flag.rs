@@ -1,14 +1,16 @@
 use sea_orm::entity::prelude::*;
 
-/// A subject whose data must be kept (litigation, a legal claim): erasure is blocked.
+/// A state a DPO set on a subject: `restricted` (Art. 18) or `legal_hold`.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-#[sea_orm(table_name = "legal_holds")]
+#[sea_orm(table_name = "subject_flags")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub subject_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub flag: String,
     pub reason: String,
-    pub placed_at: i64,
-    pub placed_by: String,
+    pub set_at: i64,
+    pub set_by: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
