@@ -162,7 +162,8 @@ async fn verified(state: &consentry::startup::AppState, kind: &str, email: &str)
         &v.id,
         &Verification {
             method: "dpo_attested".into(),
-            note: "bench".into(),
+            note: Some("bench".into()),
+            code: None,
         },
     )
     .await

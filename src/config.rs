@@ -50,6 +50,14 @@ pub struct Settings {
     pub double_opt_in_ttl_secs: u64,
     /// How long a completed access or portability request's package can be downloaded.
     pub dsar_package_ttl_secs: u64,
+    /// How long an email verification code of a data-subject request is valid.
+    pub dsar_code_ttl_secs: u64,
+    /// The SMTP relay verification codes go through: `smtp://host:25`,
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS) or `smtps://...:465`.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub smtp_url: Option<SecretString>,
+    /// The sender of those messages.
+    pub smtp_from: String,
     /// The controller named in the record of processing activities.
     pub controller_name: String,
     /// The largest file `POST /v1/imports` accepts (it is spooled to the data directory).
@@ -91,6 +99,9 @@ impl Default for Settings {
             controller_name: String::new(),
             double_opt_in_ttl_secs: 72 * 3600,
             dsar_package_ttl_secs: 7 * 86_400,
+            dsar_code_ttl_secs: 15 * 60,
+            smtp_url: None,
+            smtp_from: "Privacy <privacy@localhost>".into(),
             token_cache_ttl_secs: 30,
             token_cache_capacity: 10_000,
             access_token_ttl_secs: 900,

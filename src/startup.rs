@@ -31,6 +31,8 @@ pub struct AppState {
     pub policies: SharedPolicies,
     pub clock: Arc<dyn Clock>,
     pub metrics: PrometheusHandle,
+    /// The SMTP relay for verification codes, when `smtp_url` is set.
+    pub mailer: Option<Arc<crate::subject_requests::codes::Mailer>>,
 }
 
 impl AppState {
@@ -189,6 +191,16 @@ impl Application {
         // Sign what the log holds now (entries written by the CLI or before a restart), so a
         // checkpoint exists from the first request on.
         core.audit.checkpoint_if_behind(&core.db).await?;
+        let mailer = match &core.settings.smtp_url {
+            Some(url) => Some(Arc::new(
+                crate::subject_requests::codes::Mailer::new(
+                    secrecy::ExposeSecret::expose_secret(url),
+                    &core.settings.smtp_from,
+                )
+                .map_err(anyhow::Error::msg)?,
+            )),
+            None => None,
+        };
         let auth = Authenticator::new(
             core.db.clone(),
             core.keyring.clone(),
@@ -208,6 +220,7 @@ impl Application {
             policies: core.policies,
             clock: core.clock,
             metrics: crate::telemetry::metrics_handle(),
+            mailer,
         });
         let listener =
             TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;

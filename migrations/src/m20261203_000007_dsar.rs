@@ -30,6 +30,9 @@ impl MigrationTrait for Migration {
                     .col(big_integer(DsarRequests::UpdatedAt))
                     .col(big_integer_null(DsarRequests::CompletedAt))
                     .col(big_integer_null(DsarRequests::PackageExpiresAt))
+                    .col(string_null(DsarRequests::CodeHash))
+                    .col(big_integer_null(DsarRequests::CodeExpiresAt))
+                    .col(integer(DsarRequests::CodeAttempts))
                     .to_owned(),
             )
             .await?;
@@ -163,6 +166,9 @@ enum DsarRequests {
     UpdatedAt,
     CompletedAt,
     PackageExpiresAt,
+    CodeHash,
+    CodeExpiresAt,
+    CodeAttempts,
 }
 
 #[derive(DeriveIden)]

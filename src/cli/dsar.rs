@@ -9,6 +9,7 @@ use clap::Subcommand;
 use crate::config::Settings;
 use crate::domain::{Actor, SystemClock};
 use crate::startup::Core;
+use crate::subject_requests::codes::{Codes, Mailer};
 use crate::subject_requests::execute::{Executor, Format};
 use crate::subject_requests::requests::{
     Extension, NewRequest, Rejection, RequestView, Requests, Verification, Withdrawal,
@@ -44,11 +45,16 @@ pub enum DsarCommand {
     },
     /// One request with its transitions, as JSON.
     Show { id: String },
-    /// Record that identity was checked (dpo_attested) and how.
+    /// Verify the requester: --note N (dpo_attested, how identity was checked), or
+    /// --send-code (email a code to the address on file) then --code C.
     Verify {
         id: String,
+        #[arg(long, conflicts_with_all = ["send_code", "code"])]
+        note: Option<String>,
+        #[arg(long, conflicts_with = "code")]
+        send_code: bool,
         #[arg(long)]
-        note: String,
+        code: Option<String>,
     },
     /// Extend the deadline once by 1 or 2 months.
     Extend {
@@ -165,16 +171,48 @@ pub async fn run(settings: Settings, cmd: DsarCommand) -> anyhow::Result<ExitCod
             }
         }
         DsarCommand::Show { id } => print(&r.show(&id).await?)?,
-        DsarCommand::Verify { id, note } => print(
-            &r.verify(
-                &id,
-                &Verification {
-                    method: "dpo_attested".into(),
-                    note,
-                },
-            )
-            .await?,
-        )?,
+        DsarCommand::Verify {
+            id,
+            note,
+            send_code,
+            code,
+        } => {
+            if send_code || code.is_some() {
+                let mailer = match &core.settings.smtp_url {
+                    Some(url) => Some(
+                        Mailer::new(
+                            secrecy::ExposeSecret::expose_secret(url),
+                            &core.settings.smtp_from,
+                        )
+                        .map_err(anyhow::Error::msg)?,
+                    ),
+                    None => None,
+                };
+                let codes = Codes {
+                    requests: r,
+                    master: &core.master,
+                    mailer: mailer.as_ref(),
+                    ttl_secs: i64::try_from(core.settings.dsar_code_ttl_secs).unwrap_or(900),
+                };
+                let v = match code {
+                    Some(c) => codes.check(&id, &c).await?,
+                    None => codes.send(&id).await?,
+                };
+                print(&v)?;
+            } else {
+                let v = r
+                    .verify(
+                        &id,
+                        &Verification {
+                            method: "dpo_attested".into(),
+                            note,
+                            code: None,
+                        },
+                    )
+                    .await?;
+                print(&v)?;
+            }
+        }
         DsarCommand::Extend { id, months, reason } => {
             print(&r.extend(&id, &Extension { months, reason }).await?)?
         }

@@ -40,10 +40,11 @@ pub enum ErrorCode {
     InvalidPseudonym,
     PseudonymRetired,
     InvalidState,
+    MailUnavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidQuery,
@@ -69,6 +70,7 @@ impl ErrorCode {
         ErrorCode::InvalidPseudonym,
         ErrorCode::PseudonymRetired,
         ErrorCode::InvalidState,
+        ErrorCode::MailUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +111,7 @@ impl ErrorCode {
             C::InvalidPseudonym => (StatusCode::BAD_REQUEST, "invalid_pseudonym"),
             C::PseudonymRetired => (StatusCode::GONE, "pseudonym_retired"),
             C::InvalidState => (StatusCode::CONFLICT, "invalid_state"),
+            C::MailUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "mail_unavailable"),
         }
     }
 }
@@ -378,6 +381,10 @@ impl From<crate::subject_requests::requests::RequestError> for ApiError {
             E::NotFound => ApiError::new(ErrorCode::NotFound, e.to_string()),
             E::State(m) => ApiError::new(ErrorCode::InvalidState, m),
             E::Expired => ApiError::new(ErrorCode::LinkExpired, e.to_string()),
+            E::Unavailable(m) => ApiError::new(
+                ErrorCode::MailUnavailable,
+                format!("{m}; nothing changed, retry later"),
+            ),
             E::Keyring(k) => ApiError::opaque(ErrorCode::Internal, &k),
             E::Store(s) => s.into(),
             E::Audit(a) => a.into(),

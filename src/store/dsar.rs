@@ -36,6 +36,9 @@ pub struct RequestRow {
     pub updated_at: i64,
     pub completed_at: Option<i64>,
     pub package_expires_at: Option<i64>,
+    pub code_hash: Option<String>,
+    pub code_expires_at: Option<i64>,
+    pub code_attempts: i32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +82,9 @@ impl TryFrom<dsar_request::Model> for RequestRow {
             updated_at: m.updated_at,
             completed_at: m.completed_at,
             package_expires_at: m.package_expires_at,
+            code_hash: m.code_hash,
+            code_expires_at: m.code_expires_at,
+            code_attempts: m.code_attempts,
         })
     }
 }
@@ -103,6 +109,9 @@ fn model(r: &RequestRow) -> Result<dsar_request::ActiveModel, StoreError> {
         updated_at: Set(r.updated_at),
         completed_at: Set(r.completed_at),
         package_expires_at: Set(r.package_expires_at),
+        code_hash: Set(r.code_hash.clone()),
+        code_expires_at: Set(r.code_expires_at),
+        code_attempts: Set(r.code_attempts),
     })
 }
 

@@ -45,8 +45,11 @@ pub enum RequestError {
     /// A move the state machine does not allow.
     #[error("{0}")]
     State(String),
-    #[error("the package of this request has expired; file a new request")]
+    #[error("this has expired: the package (file a new request) or the code (send a new one)")]
     Expired,
+    /// The mail relay could not take the message; nothing changed.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Keyring(#[from] crate::crypto::KeyringError),
     #[error(transparent)]
@@ -85,13 +88,25 @@ impl std::fmt::Debug for NewRequest {
 }
 
 /// `POST /v1/dsar/{id}/verify`.
-#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[derive(Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Verification {
-    /// `dpo_attested`: the DPO records how identity was checked.
+    /// `dpo_attested` (with `note`), or `email_code`: without `code`, sends a six-digit
+    /// code to the subject's email address on file; with `code`, checks it.
     pub method: String,
-    /// How identity was checked, e.g. `replied from the account's address`; no personal data.
-    pub note: String,
+    /// `dpo_attested`: how identity was checked, e.g. `replied from the account's
+    /// address`; no personal data.
+    pub note: Option<String>,
+    /// `email_code`: the code the requester received.
+    pub code: Option<String>,
+}
+
+impl std::fmt::Debug for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verification")
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `POST /v1/dsar/{id}/extend`.
@@ -342,6 +357,9 @@ impl Requests<'_> {
             updated_at: self.now.unix_micros(),
             completed_at: None,
             package_expires_at: None,
+            code_hash: None,
+            code_expires_at: None,
+            code_attempts: 0,
         };
         repo::insert(&txn, &row).await?;
         let reason = match &row.duplicate_of {
@@ -401,11 +419,9 @@ impl Requests<'_> {
     /// Identity checked: nothing is executed before this.
     pub async fn verify(&self, id: &str, v: &Verification) -> Result<RequestView, RequestError> {
         if v.method != "dpo_attested" {
-            return Err(invalid(
-                "method: `dpo_attested` (the email_code method is not available in this version)",
-            ));
+            return Err(invalid("method: dpo_attested or email_code"));
         }
-        let note = bounded("note", &v.note, 500)?;
+        let note = bounded("note", v.note.as_deref().unwrap_or_default(), 500)?;
         self.change(id, "verified", &note, |r| {
             r.verification_method = Some(v.method.clone());
             r.verification_note = Some(note.clone());

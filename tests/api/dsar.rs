@@ -941,3 +941,217 @@ async fn a_legal_hold_blocks_erasure_with_its_reason_until_lifted() {
     assert_eq!(r.status(), 200);
     assert_eq!(app.active_subjects().await, 0);
 }
+
+/// A minimal SMTP relay that accepts every message and keeps its text.
+async fn smtp_relay() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mails = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = mails.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 test ESMTP\r\n").await.unwrap();
+                let mut data: Option<String> = None;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(d) = data.as_mut() {
+                        if line == "." {
+                            kept.lock().unwrap().push(data.take().unwrap());
+                            write.write_all(b"250 queued\r\n").await.unwrap();
+                        } else {
+                            d.push_str(&line);
+                            d.push('\n');
+                        }
+                        continue;
+                    }
+                    let verb = line.split_whitespace().next().unwrap_or("").to_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" | "HELO" => b"250 test\r\n",
+                        "DATA" => {
+                            data = Some(String::new());
+                            b"354 go on\r\n"
+                        }
+                        "QUIT" => {
+                            write.write_all(b"221 bye\r\n").await.unwrap();
+                            return;
+                        }
+                        _ => b"250 ok\r\n",
+                    };
+                    write.write_all(reply).await.unwrap();
+                }
+            });
+        }
+    });
+    (format!("smtp://127.0.0.1:{port}"), mails)
+}
+
+fn code_in(mail: &str) -> String {
+    let i = mail.find(" is ").unwrap() + 4;
+    mail[i..i + 6].to_owned()
+}
+
+#[tokio::test]
+async fn an_emailed_code_verifies_the_requester_within_its_time_and_attempts() {
+    let (url, mails) = smtp_relay().await;
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        smtp_url: Some(url),
+        ..Default::default()
+    })
+    .await;
+    known_person(&app, "ann@example.com").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let file_one = || async {
+        let v = filed(&app, &dpo, json!({"kind": "access", "identifiers": {"user_id": "u-ann@example.com"}, "channel": "web_form"})).await;
+        v["id"].as_str().unwrap().to_owned()
+    };
+    let id = file_one().await;
+    let r = act(&app, &dpo, &id, "verify", json!({"method": "email_code"})).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["status"], "verifying");
+    let mail = mails.lock().unwrap().last().unwrap().clone();
+    assert!(
+        mail.contains("ann@example.com"),
+        "sent to the address on file"
+    );
+    let code = code_in(&mail);
+    assert!(!text.contains(&code), "the code is not in the answer");
+    assert_eq!(
+        app.count("dsar_requests", &format!("WHERE code_hash LIKE '%{code}%'"))
+            .await,
+        0
+    );
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let r = act(
+        &app,
+        &dpo,
+        &id,
+        "verify",
+        json!({"method": "email_code", "code": wrong}),
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4 attempts left")
+    );
+    let r = act(
+        &app,
+        &dpo,
+        &id,
+        "verify",
+        json!({"method": "email_code", "code": code}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "verified");
+    assert_eq!(v["verification_method"], "email_code");
+
+    // Five wrong entries void the code, even for the right one after.
+    let id = file_one().await;
+    assert_eq!(
+        act(&app, &dpo, &id, "verify", json!({"method": "email_code"}))
+            .await
+            .status(),
+        200
+    );
+    let code = code_in(&mails.lock().unwrap().last().unwrap().clone());
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        let r = act(
+            &app,
+            &dpo,
+            &id,
+            "verify",
+            json!({"method": "email_code", "code": wrong}),
+        )
+        .await;
+        assert_eq!(r.status(), 422);
+    }
+    let r = act(
+        &app,
+        &dpo,
+        &id,
+        "verify",
+        json!({"method": "email_code", "code": code}),
+    )
+    .await;
+    assert_eq!(r.status(), 409, "void after five wrong codes");
+    assert_eq!(
+        app.count("audit_entries", "WHERE action = 'dsar.code_wrong'")
+            .await,
+        6
+    );
+    // A new code works again.
+    assert_eq!(
+        act(&app, &dpo, &id, "verify", json!({"method": "email_code"}))
+            .await
+            .status(),
+        200
+    );
+    let code = code_in(&mails.lock().unwrap().last().unwrap().clone());
+    let r = act(
+        &app,
+        &dpo,
+        &id,
+        "verify",
+        json!({"method": "email_code", "code": code}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+
+    // An expired code.
+    let id = file_one().await;
+    assert_eq!(
+        act(&app, &dpo, &id, "verify", json!({"method": "email_code"}))
+            .await
+            .status(),
+        200
+    );
+    let code = code_in(&mails.lock().unwrap().last().unwrap().clone());
+    app.clock.advance_secs(16 * 60);
+    let r = act(
+        &app,
+        &dpo,
+        &id,
+        "verify",
+        json!({"method": "email_code", "code": code}),
+    )
+    .await;
+    assert_eq!(r.status(), 410);
+    let v = app.get_json(&format!("/v1/dsar/{id}"), Some(&dpo)).await;
+    assert_eq!(v["status"], "verifying", "nothing executed");
+    // Without a relay the method is refused and says why.
+    let plain = spawn_app().await;
+    known_person(&plain, "bob@example.com").await;
+    let (_, dpo2) = plain.create_key("dpo").await;
+    let v = filed(
+        &plain,
+        &dpo2,
+        json!({"kind": "access", "identifiers": {"email": "bob@example.com"}, "channel": "email"}),
+    )
+    .await;
+    let r = act(
+        &plain,
+        &dpo2,
+        v["id"].as_str().unwrap(),
+        "verify",
+        json!({"method": "email_code"}),
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"]["message"].as_str().unwrap().contains("smtp_url"));
+}

@@ -48,6 +48,8 @@ pub struct Options {
     pub body_limit_bytes: usize,
     /// The policies directory; the shipped set when `None`.
     pub policies: Option<std::path::PathBuf>,
+    /// The SMTP relay for verification codes.
+    pub smtp_url: Option<String>,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             auth_failures_per_minute: 100_000,
             body_limit_bytes: 1024 * 1024,
             policies: None,
+            smtp_url: None,
         }
     }
 }
@@ -107,6 +110,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         auth_failures_per_minute: opts.auth_failures_per_minute,
         body_limit_bytes: opts.body_limit_bytes,
         policies: opts.policies.unwrap_or_else(shipped_policies),
+        smtp_url: opts.smtp_url.map(SecretString::from),
         ..Settings::default()
     };
     let clock = Arc::new(TestClock(AtomicI64::new(

@@ -149,14 +149,49 @@ macro_rules! transition_route {
     };
 }
 
-transition_route!(
-    verify,
-    "/v1/dsar/{id}/verify",
-    Verification,
-    verify,
-    "Record that the requester's identity was checked (`dpo_attested`, with how). Nothing is executed before this.",
-    "Not in a state that can be verified"
-);
+/// Verify the requester. `dpo_attested` (with `note`): the DPO records how identity was
+/// checked. `email_code` without `code`: a six-digit code goes to the subject's email
+/// address on file (the request becomes `verifying`); with `code`: the code is checked
+/// (five wrong entries void it). Nothing is executed before `verified`.
+#[utoipa::path(post, path = "/v1/dsar/{id}/verify", tag = "dsar", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The request id")),
+    request_body = Verification, responses(
+    (status = 200, description = "Verified, or a code sent", body = RequestView),
+    (status = 400, description = "Malformed body", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo key", body = ErrorBody),
+    (status = 404, description = "No such request", body = ErrorBody),
+    (status = 409, description = "Not waiting for verification, no code sent, or too many wrong codes", body = ErrorBody),
+    (status = 410, description = "The code has expired", body = ErrorBody),
+    (status = 413, description = "Body too large", body = ErrorBody),
+    (status = 415, description = "Not JSON", body = ErrorBody),
+    (status = 422, description = "Unknown method, missing note, wrong code, no relay or no address on file", body = ErrorBody),
+    (status = 503, description = "Mail relay, audit log or database unavailable; nothing changed", body = ErrorBody)))]
+pub async fn verify(
+    state: web::Data<AppState>,
+    auth: Authorized<DpoOnly>,
+    path: web::Path<String>,
+    body: JsonBody<Verification>,
+) -> Result<HttpResponse, ApiError> {
+    let b = body.parse().await?;
+    let v = with_requests!(state, auth, |r| {
+        if b.method == "email_code" {
+            let codes = crate::subject_requests::codes::Codes {
+                requests: r,
+                master: &state.master,
+                mailer: state.mailer.as_deref(),
+                ttl_secs: i64::try_from(state.settings.dsar_code_ttl_secs).unwrap_or(900),
+            };
+            match &b.code {
+                None => codes.send(&path).await?,
+                Some(code) => codes.check(&path, code).await?,
+            }
+        } else {
+            r.verify(&path, &b).await?
+        }
+    });
+    Ok(HttpResponse::Ok().json(v))
+}
 transition_route!(
     extend,
     "/v1/dsar/{id}/extend",

@@ -25,6 +25,10 @@ pub struct Model {
     pub completed_at: Option<i64>,
     /// Until when the access/portability package can be downloaded.
     pub package_expires_at: Option<i64>,
+    /// HMAC of the emailed verification code; cleared once used.
+    pub code_hash: Option<String>,
+    pub code_expires_at: Option<i64>,
+    pub code_attempts: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
