@@ -36,7 +36,7 @@ use routes::{
         recipients::create, recipients::list, recipients::get, recipients::rotate,
         recipients::retire, esp::profile, esp::pseudonym,
         dsar::create, dsar::list, dsar::show, dsar::verify, dsar::extend, dsar::reject,
-        dsar::withdraw, dsar::execute, dsar::package,
+        dsar::withdraw, dsar::execute, dsar::package, dsar::rectify,
     ),
     modifiers(&Security),
     tags(
@@ -152,6 +152,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(resource("/v1/dsar/{id}/reject").route(web::post().to(dsar::reject)))
     .service(resource("/v1/dsar/{id}/withdraw").route(web::post().to(dsar::withdraw)))
     .service(resource("/v1/dsar/{id}/execute").route(web::post().to(dsar::execute)))
+    .service(resource("/v1/dsar/{id}/rectify").route(web::post().to(dsar::rectify)))
     .service(resource("/v1/dsar/{id}/package").route(web::get().to(dsar::package)))
     .service(resource("/v1/ropa").route(web::get().to(policies::ropa)))
     .service(resource("/v1/policies/reload").route(web::post().to(policies::reload)))

@@ -22,7 +22,7 @@ use std::sync::{Arc, RwLock};
 pub use identifiers::{BUILT_IN_IDENTIFIERS, ExternalId, IdSource};
 pub use purposes::{ConsentPurpose, LegalBasis, Purpose, PurposeSet, RecipientKind};
 pub use source::{PolicyError, PolicyErrors};
-pub use taxonomy::{Category, Classification, Taxonomy, UNCLASSIFIED};
+pub use taxonomy::{Category, Classification, Taxonomy, UNCLASSIFIED, squash as taxonomy_squash};
 
 /// A loaded, checked policy set.
 #[derive(Clone, Debug)]

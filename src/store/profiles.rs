@@ -515,3 +515,17 @@ pub async fn events_of<C: ConnectionTrait>(
         .all(c)
         .await?)
 }
+
+/// Deletes a subject's identifiers of one kind (every key version); returns how many.
+pub async fn delete_identifiers_of_kind<C: ConnectionTrait>(
+    c: &C,
+    subject_id: &str,
+    kind: &str,
+) -> Result<u64, StoreError> {
+    Ok(Identifier::delete_many()
+        .filter(identifier::Column::SubjectId.eq(subject_id))
+        .filter(identifier::Column::Kind.eq(kind))
+        .exec(c)
+        .await?
+        .rows_affected)
+}

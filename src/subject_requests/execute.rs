@@ -70,7 +70,8 @@ impl Executor<'_> {
         }
         if row.kind == "rectification" {
             return Err(RequestError::State(
-                "rectification needs the corrected values, which this version cannot take yet; record the correction through the tracking API and complete the request by hand".into(),
+                "a rectification is executed with its corrected values: POST /v1/dsar/{id}/rectify"
+                    .into(),
             ));
         }
         match row.status.as_str() {

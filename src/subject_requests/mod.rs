@@ -6,4 +6,5 @@ pub mod execute;
 pub mod flags;
 pub mod notices;
 pub mod package;
+pub mod rectify;
 pub mod requests;

@@ -94,6 +94,7 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     ("post", "/v1/dsar/{id}/reject", Some(&["dpo"])),
     ("post", "/v1/dsar/{id}/withdraw", Some(&["dpo"])),
     ("post", "/v1/dsar/{id}/execute", Some(&["dpo"])),
+    ("post", "/v1/dsar/{id}/rectify", Some(&["dpo"])),
     ("get", "/v1/dsar/{id}/package", Some(&["dpo"])),
 ];
 

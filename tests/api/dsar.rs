@@ -1155,3 +1155,94 @@ async fn an_emailed_code_verifies_the_requester_within_its_time_and_attempts() {
     let e: Value = r.json().await.unwrap();
     assert!(e["error"]["message"].as_str().unwrap().contains("smtp_url"));
 }
+
+#[tokio::test]
+async fn rectification_replaces_values_and_leaves_no_trace_of_the_old_ones() {
+    let app = spawn_app().await;
+    let (_, ingest) = app.create_key("ingest").await;
+    let r = app
+        .track(
+            &ingest,
+            "/v1/identify",
+            &json!({"userId": "u-1",
+            "traits": {"email": "ann.oldname@example.com", "lastName": "Oldname", "plan": "gold"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    known_person(&app, "bob@example.com").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let id = verified(&app, &dpo, "rectification", "ann.oldname@example.com").await;
+    let rectify = |body: Value| {
+        let (app, dpo, id) = (&app, &dpo, &id);
+        async move {
+            app.post_json(&format!("/v1/dsar/{id}/rectify"), Some(dpo), &body)
+                .await
+        }
+    };
+    assert_eq!(
+        act(&app, &dpo, &id, "execute", json!({})).await.status(),
+        409,
+        "needs the values"
+    );
+    assert_eq!(rectify(json!({})).await.status(), 422);
+    assert_eq!(
+        rectify(json!({"traits": {"email": "x@example.com"}}))
+            .await
+            .status(),
+        422,
+        "identifiers go under identifiers"
+    );
+    assert_eq!(
+        rectify(json!({"identifiers": {"email": "not-an-email"}}))
+            .await
+            .status(),
+        422
+    );
+    let r = rectify(json!({"identifiers": {"email": "bob@example.com"}})).await;
+    assert_eq!(r.status(), 409, "belongs to another person");
+    let r = rectify(json!({"identifiers": {"email": "ann.newname@example.com"},
+        "traits": {"last_name": "Newname", "plan": null}}))
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "completed");
+
+    let s = app
+        .get_json("/v1/subjects?email=ann.newname%40example.com", Some(&dpo))
+        .await;
+    let sid = s["subject_id"].as_str().unwrap();
+    assert_eq!(
+        app.get("/v1/subjects?email=ann.oldname%40example.com", Some(&dpo))
+            .await
+            .status(),
+        404,
+        "the old address no longer finds anyone"
+    );
+    let names: Vec<&str> = s["traits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"last_name") && !names.contains(&"lastName") && !names.contains(&"plan"),
+        "{names:?}"
+    );
+    // The package shows the new values only.
+    let access = verified(&app, &dpo, "access", "ann.newname@example.com").await;
+    assert_eq!(
+        act(&app, &dpo, &access, "execute", json!({}))
+            .await
+            .status(),
+        200
+    );
+    let p = app
+        .get(&format!("/v1/dsar/{access}/package"), Some(&dpo))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(p.contains("Newname") && p.contains("ann.newname@example.com"));
+    assert!(!p.contains("Oldname") && !p.contains("ann.oldname"), "{p}");
+    let _ = sid;
+}

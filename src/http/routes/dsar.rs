@@ -318,3 +318,37 @@ pub async fn package(
             ),
     })
 }
+
+/// Execute a verified rectification with the corrected values (Art. 16): each trait
+/// replaced (every spelling of its name; `null` removes it) and each identifier kind
+/// replaced, the old values deleted, recipients that received the data notified.
+#[utoipa::path(post, path = "/v1/dsar/{id}/rectify", tag = "dsar", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The request id")),
+    request_body = crate::subject_requests::rectify::Rectification, responses(
+    (status = 200, description = "Rectified", body = RequestView),
+    (status = 400, description = "Malformed body", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not a dpo key", body = ErrorBody),
+    (status = 404, description = "No such request", body = ErrorBody),
+    (status = 409, description = "Not a verified rectification, a duplicate, or the value belongs to another person", body = ErrorBody),
+    (status = 413, description = "Body too large", body = ErrorBody),
+    (status = 415, description = "Not JSON", body = ErrorBody),
+    (status = 422, description = "No change given, or an invalid value (named)", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable; nothing changed", body = ErrorBody)))]
+pub async fn rectify(
+    state: web::Data<AppState>,
+    auth: Authorized<DpoOnly>,
+    path: web::Path<String>,
+    body: JsonBody<crate::subject_requests::rectify::Rectification>,
+) -> Result<HttpResponse, ApiError> {
+    let fix = body.parse().await?;
+    let v = with_requests!(state, auth, |r| {
+        crate::subject_requests::rectify::Rectifier {
+            requests: r,
+            master: &state.master,
+        }
+        .rectify(&path, &fix)
+        .await?
+    });
+    Ok(HttpResponse::Ok().json(v))
+}
