@@ -52,6 +52,9 @@ pub struct Settings {
     pub dsar_package_ttl_secs: u64,
     /// How long an email verification code of a data-subject request is valid.
     pub dsar_code_ttl_secs: u64,
+    /// How often the retention sweeper runs in `serve` (0: never; run `consentry
+    /// retention` instead).
+    pub retention_sweep_interval_secs: u64,
     /// The SMTP relay verification codes go through: `smtp://host:25`,
     /// `smtp://user:pass@host:587?tls=required` (STARTTLS) or `smtps://...:465`.
     #[serde(serialize_with = "ser_secret_opt")]
@@ -100,6 +103,7 @@ impl Default for Settings {
             double_opt_in_ttl_secs: 72 * 3600,
             dsar_package_ttl_secs: 7 * 86_400,
             dsar_code_ttl_secs: 15 * 60,
+            retention_sweep_interval_secs: 86_400,
             smtp_url: None,
             smtp_from: "Privacy <privacy@localhost>".into(),
             token_cache_ttl_secs: 30,

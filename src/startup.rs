@@ -285,6 +285,8 @@ async fn maintain(state: web::Data<AppState>) {
     let mut upkeep_tick = tokio::time::interval(Duration::from_secs(5));
     let mut cart_tick = tokio::time::interval_at(start + minute, minute);
     let mut notice_tick = tokio::time::interval(Duration::from_secs(5));
+    let sweep_every = Duration::from_secs(state.settings.retention_sweep_interval_secs.max(1));
+    let mut sweep_tick = tokio::time::interval_at(start + sweep_every, sweep_every);
     let webhooks = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -336,6 +338,20 @@ async fn maintain(state: web::Data<AppState>) {
                 }
             }
             _ = upkeep_tick.tick() => state.metrics.run_upkeep(),
+            _ = sweep_tick.tick(), if state.settings.retention_sweep_interval_secs > 0 => {
+                let policies = state.policies.get();
+                let sweeper = crate::subject_requests::retention::Sweeper {
+                    db: &state.db,
+                    audit: &state.audit,
+                    policies: &policies,
+                    actor: crate::domain::Actor::system(),
+                    now: state.clock.now(),
+                };
+                match sweeper.sweep(false).await {
+                    Ok(r) => tracing::info!(events = r.events, traits = r.traits, "retention sweep"),
+                    Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+                }
+            }
             _ = notice_tick.tick() => {
                 let outbox = crate::subject_requests::notices::Outbox {
                     db: &state.db,

@@ -70,6 +70,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete every event and trait past the retention of the purposes that read it.
+    Retention {
+        /// Count what would go; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Data-subject requests: the queue, verification, deadlines.
     #[command(subcommand)]
     Dsar(dsar::DsarCommand),
@@ -246,7 +255,43 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { profiles, seed } => demo(settings, profiles, seed).await,
         Command::Dsar(cmd) => dsar::run(settings, cmd).await,
+        Command::Retention { dry_run, json } => retention(settings, dry_run, json).await,
     }
+}
+
+async fn retention(settings: Settings, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init(settings.log_format, "warn");
+    let core = Core::open(settings, Arc::new(SystemClock)).await?;
+    let policies = core.policies.get();
+    let report = crate::subject_requests::retention::Sweeper {
+        db: &core.db,
+        audit: &core.audit,
+        policies: &policies,
+        actor: Actor::cli(),
+        now: core.clock.now(),
+    }
+    .sweep(dry_run)
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for l in &report.lines {
+            let keep = l.keep_days.map_or("no purpose reads it".to_owned(), |d| {
+                format!("kept {d} days")
+            });
+            println!(
+                "{:>8}  {}  ({}, {keep}, before {})",
+                l.rows, l.what, l.category, l.cutoff
+            );
+        }
+    }
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    eprintln!(
+        "retention: {verb} {} events and {} traits",
+        report.events, report.traits
+    );
+    core.db.close().await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {

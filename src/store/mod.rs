@@ -12,6 +12,7 @@ pub mod keyring;
 pub mod notices;
 pub mod profiles;
 pub mod recipients;
+pub mod retention;
 pub mod subject_flags;
 pub mod suppressions;
 

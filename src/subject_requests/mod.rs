@@ -8,3 +8,4 @@ pub mod notices;
 pub mod package;
 pub mod rectify;
 pub mod requests;
+pub mod retention;

@@ -1246,3 +1246,58 @@ async fn rectification_replaces_values_and_leaves_no_trace_of_the_old_ones() {
     assert!(!p.contains("Oldname") && !p.contains("ann.oldname"), "{p}");
     let _ = sid;
 }
+
+#[tokio::test]
+async fn the_retention_sweep_deletes_what_no_purpose_may_keep_any_longer() {
+    let app = spawn_app().await;
+    let (_, ingest) = app.create_key("ingest").await;
+    let calls = [
+        json!({"type": "identify", "userId": "u-1", "timestamp": "2026-11-30T00:00:00Z",
+               "traits": {"email": "ann@example.com", "plan": "gold", "gender": "f", "shoe_size": 38}}),
+        json!({"type": "page", "userId": "u-1", "name": "Shoes", "timestamp": "2024-06-01T00:00:00Z"}),
+        json!({"type": "page", "userId": "u-1", "name": "Bags", "timestamp": "2026-11-01T00:00:00Z"}),
+        json!({"type": "track", "userId": "u-1", "event": "Order Completed", "timestamp": "2024-06-01T00:00:00Z",
+               "properties": {"order_id": "o-1", "total": 10}}),
+        json!({"type": "track", "userId": "u-1", "event": "Order Completed", "timestamp": "2019-06-01T00:00:00Z",
+               "properties": {"order_id": "o-0", "total": 10}}),
+        json!({"type": "track", "userId": "u-1", "event": "Email Opened", "timestamp": "2024-06-01T00:00:00Z"}),
+    ];
+    let r = app
+        .track(&ingest, "/v1/batch", &json!({"batch": calls}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.count("events", "").await, 6);
+    let policies = app.state.policies.get();
+    let sweeper = consentry::subject_requests::retention::Sweeper {
+        db: &app.state.db,
+        audit: &app.state.audit,
+        policies: &policies,
+        actor: consentry::domain::Actor::cli(),
+        now: consentry::domain::Clock::now(app.clock.as_ref()),
+    };
+    let dry = sweeper.sweep(true).await.unwrap();
+    // The 2024 page view (browsing kept 395 days), the 2019 order (purchases kept 2190
+    // days) and the 2024 email open (730 days); the gender trait (no purpose reads it).
+    assert_eq!((dry.events, dry.traits), (3, 1), "{dry:?}");
+    assert_eq!(
+        app.count("events", "").await,
+        6,
+        "a dry run deletes nothing"
+    );
+    let done = sweeper.sweep(false).await.unwrap();
+    assert_eq!((done.events, done.traits), (3, 1));
+    assert_eq!(app.count("events", "").await, 3);
+    assert_eq!(app.count("traits", "WHERE name = 'gender'").await, 0);
+    assert_eq!(
+        app.count("traits", "WHERE name IN ('plan', 'shoe_size', 'email')")
+            .await,
+        3
+    );
+    assert_eq!(
+        app.count("audit_entries", "WHERE action = 'retention.sweep'")
+            .await,
+        1
+    );
+    let again = sweeper.sweep(false).await.unwrap();
+    assert_eq!((again.events, again.traits), (0, 0));
+}
