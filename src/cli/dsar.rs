@@ -225,13 +225,11 @@ pub async fn run(settings: Settings, cmd: DsarCommand) -> anyhow::Result<ExitCod
             print(&v)?;
         }
         DsarCommand::Package { id, format, out } => {
-            let kind = r.show(&id).await?.kind;
-            let format = match format.as_deref() {
-                Some(f) => Format::parse(f)?,
-                None if kind == "portability" => Format::Zip,
-                None => Format::Json,
-            };
+            if let Some(f) = format.as_deref() {
+                Format::parse(f)?;
+            }
             let package = executor(&core, r).package(&id).await?;
+            let format = Format::for_package(format.as_deref(), &package)?;
             let bytes = match format {
                 Format::Json => serde_json::to_vec_pretty(&package)?,
                 Format::Html => package.to_html().into_bytes(),

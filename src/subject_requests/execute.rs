@@ -47,6 +47,15 @@ impl Format {
             _ => Err(RequestError::Invalid("format: json, html or zip".into())),
         }
     }
+
+    /// The format asked for, else the kind's own: a ZIP for portability, JSON for access.
+    pub fn for_package(asked: Option<&str>, p: &AccessPackage) -> Result<Self, RequestError> {
+        match asked {
+            Some(f) => Self::parse(f),
+            None if p.kind == "portability" => Ok(Self::Zip),
+            None => Ok(Self::Json),
+        }
+    }
 }
 
 pub struct Executor<'a> {
@@ -311,7 +320,7 @@ impl Executor<'_> {
             controller: self.controller,
             now: r.now,
         }
-        .build(&txn, &row.id, &subject, &subject_ref)
+        .build(&txn, &row.id, &row.kind, &subject, &subject_ref)
         .await?;
         self.audited(
             &txn,

@@ -90,6 +90,8 @@ pub struct DisclosureEntry {
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct AccessPackage {
     pub request_id: String,
+    /// `access` or `portability`.
+    pub kind: String,
     pub controller: String,
     pub generated_at: String,
     pub identifiers: Vec<IdentifierEntry>,
@@ -150,6 +152,7 @@ impl Builder<'_> {
         &self,
         c: &C,
         request_id: &str,
+        kind: &str,
         subject_id: &str,
         subject_ref: &str,
     ) -> Result<AccessPackage, PackageError> {
@@ -222,6 +225,7 @@ impl Builder<'_> {
             .collect();
         Ok(AccessPackage {
             request_id: request_id.to_owned(),
+            kind: kind.to_owned(),
             controller: self.controller.to_owned(),
             generated_at: self.now.to_rfc3339(),
             identifiers,

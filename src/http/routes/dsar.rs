@@ -284,21 +284,15 @@ pub async fn package(
 ) -> Result<HttpResponse, ApiError> {
     use crate::subject_requests::execute::Format;
     let q = q.parse()?;
-    let format = match q.format.as_deref() {
-        Some(f) => Some(Format::parse(f).map_err(|e| {
-            ApiError::new(crate::http::error::ErrorCode::InvalidQuery, e.to_string())
-        })?),
-        None => None,
+    let bad_format = |e: crate::subject_requests::requests::RequestError| {
+        ApiError::new(crate::http::error::ErrorCode::InvalidQuery, e.to_string())
     };
-    let (package, kind) = with_requests!(state, auth, |r| {
-        let kind = r.show(&path).await?.kind;
-        (executor(&state, r).package(&path).await?, kind)
-    });
-    let format = format.unwrap_or(if kind == "portability" {
-        Format::Zip
-    } else {
-        Format::Json
-    });
+    // A bad format is refused before the download is built and audited.
+    if let Some(f) = q.format.as_deref() {
+        Format::parse(f).map_err(bad_format)?;
+    }
+    let package = with_requests!(state, auth, |r| executor(&state, r).package(&path).await?);
+    let format = Format::for_package(q.format.as_deref(), &package).map_err(bad_format)?;
     let name = format!("consentry-{}", package.request_id);
     Ok(match format {
         Format::Json => HttpResponse::Ok().json(package),

@@ -25,11 +25,13 @@ fn registry<'a>(
     }
 }
 
+/// The recipient with its key versions; the keyring is read from the database again only
+/// when it knows no key of this recipient yet (one created here or on another node).
 async fn described(state: &AppState, id: &str) -> Result<Recipient, ApiError> {
-    let keyring = state.reload_keyring().await?;
     let row = recipients::get(&state.db, id)
         .await?
         .ok_or(recipients::RecipientError::NotFound)?;
+    let keyring = state.keyring_for(id).await?;
     Ok(recipients::describe(&[row], &keyring).remove(0))
 }
 
