@@ -142,6 +142,15 @@ pub struct Overrides {
 }
 
 impl Settings {
+    /// The controller's name as packages and receipts show it.
+    pub fn controller(&self) -> &str {
+        if self.controller_name.is_empty() {
+            "(controller_name not configured)"
+        } else {
+            &self.controller_name
+        }
+    }
+
     /// Loads the layered settings and checks them.
     pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
@@ -160,7 +169,8 @@ impl Settings {
             }
             None => {}
         }
-        figment = figment.merge(Env::prefixed("CONSENTRY_").ignore(&["test_database_url"]));
+        figment = figment
+            .merge(Env::prefixed("CONSENTRY_").ignore(&["test_database_url", "test_pause_at"]));
         let mut settings: Settings = figment
             .extract()
             .map_err(|e| ConfigError::Invalid(one_line(&e.to_string())))?;

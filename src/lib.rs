@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod consent;
+pub mod crash_points;
 pub mod crypto;
 pub mod domain;
 pub mod http;

@@ -285,6 +285,8 @@ async fn maintain(state: web::Data<AppState>) {
     let mut upkeep_tick = tokio::time::interval(Duration::from_secs(5));
     let mut cart_tick = tokio::time::interval_at(start + minute, minute);
     let mut notice_tick = tokio::time::interval(Duration::from_secs(5));
+    // At start (the first tick is immediate) and then every minute.
+    let mut resume_tick = tokio::time::interval(minute);
     let sweep_every = Duration::from_secs(state.settings.retention_sweep_interval_secs.max(1));
     let mut sweep_tick = tokio::time::interval_at(start + sweep_every, sweep_every);
     let webhooks = reqwest::Client::builder()
@@ -352,6 +354,11 @@ async fn maintain(state: web::Data<AppState>) {
                     Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
                 }
             }
+            _ = resume_tick.tick() => {
+                if let Err(e) = resume_requests(&state).await {
+                    tracing::warn!(error = %e, "resuming interrupted data-subject requests failed");
+                }
+            }
             _ = notice_tick.tick() => {
                 let outbox = crate::subject_requests::notices::Outbox {
                     db: &state.db,
@@ -366,4 +373,27 @@ async fn maintain(state: web::Data<AppState>) {
             }
         }
     }
+}
+
+/// Data-subject requests a crash left `in_progress`, run to their end.
+async fn resume_requests(
+    state: &AppState,
+) -> Result<usize, crate::subject_requests::requests::RequestError> {
+    let keyring = state.keyring.get();
+    let policies = state.policies.get();
+    let executor = crate::subject_requests::execute::Executor {
+        requests: crate::subject_requests::requests::Requests {
+            db: &state.db,
+            keyring: &keyring,
+            audit: &state.audit,
+            policies: &policies,
+            actor: crate::domain::Actor::system(),
+            request_id: None,
+            now: state.clock.now(),
+        },
+        master: &state.master,
+        controller: state.settings.controller(),
+        package_ttl_secs: i64::try_from(state.settings.dsar_package_ttl_secs).unwrap_or(i64::MAX),
+    };
+    executor.resume_interrupted().await
 }

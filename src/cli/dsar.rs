@@ -96,11 +96,7 @@ fn executor<'a>(core: &'a Core, requests: Requests<'a>) -> Executor<'a> {
     Executor {
         requests,
         master: &core.master,
-        controller: if core.settings.controller_name.is_empty() {
-            "(controller_name not configured)"
-        } else {
-            core.settings.controller_name.as_str()
-        },
+        controller: core.settings.controller(),
         package_ttl_secs: i64::try_from(core.settings.dsar_package_ttl_secs).unwrap_or(i64::MAX),
     }
 }

@@ -133,6 +133,18 @@ pub async fn get<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<RequestRo
         .transpose()
 }
 
+/// The request, locked for the rest of the transaction (`SELECT ... FOR UPDATE` on
+/// PostgreSQL; SQLite's write transactions are already exclusive), so two executions of the
+/// same request run one after the other.
+pub async fn lock<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<RequestRow>, StoreError> {
+    use sea_orm::QuerySelect;
+    let mut q = Request::find_by_id(id.to_owned());
+    if c.get_database_backend() == sea_orm::DbBackend::Postgres {
+        q = q.lock_exclusive();
+    }
+    q.one(c).await?.map(RequestRow::try_from).transpose()
+}
+
 /// The oldest open request of `kind` for `subject`, other than `except`.
 pub async fn open_for<C: ConnectionTrait>(
     c: &C,

@@ -67,11 +67,44 @@ pub struct Executor<'a> {
 }
 
 impl Executor<'_> {
-    /// Runs a verified request (or resumes one left `in_progress`) to `completed`.
+    /// Runs a verified request (or resumes one left `in_progress`) to `completed`, in two
+    /// commits: the claim (`in_progress`), then the whole of the work with its end state. A
+    /// crash after the claim leaves the request for [`Executor::resume_interrupted`].
     pub async fn execute(&self, id: &str) -> Result<RequestView, RequestError> {
+        self.claim(id).await?;
+        self.perform(id).await
+    }
+
+    /// Requests left `in_progress` by a crash, run to their end (at start and then every
+    /// minute). Returns how many were finished; one that cannot go on (a legal hold set
+    /// since it was claimed) is logged and left for the DPO.
+    pub async fn resume_interrupted(&self) -> Result<usize, RequestError> {
         let r = &self.requests;
-        let txn = r.db.begin_write().await?;
-        let mut row = repo::get(&txn, id).await?.ok_or(RequestError::NotFound)?;
+        let mut done = 0;
+        for row in repo::list(r.db.conn(), Some("in_progress"), None, 1000).await? {
+            if row.kind == "rectification" || row.duplicate_of.is_some() {
+                continue;
+            }
+            match self.perform(&row.id).await {
+                Ok(_) => {
+                    tracing::info!(request = %row.id, kind = %row.kind, "interrupted request resumed and completed");
+                    done += 1;
+                }
+                Err(RequestError::State(why)) => {
+                    tracing::warn!(request = %row.id, reason = %why, "interrupted request cannot resume");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    /// What stops a request from running; else its subject.
+    async fn executable(
+        &self,
+        txn: &DatabaseTransaction,
+        row: &RequestRow,
+    ) -> Result<String, RequestError> {
         if let Some(first) = &row.duplicate_of {
             return Err(RequestError::State(format!(
                 "this request is a duplicate of {first}; execute that one"
@@ -102,18 +135,42 @@ impl Executor<'_> {
             ));
         };
         if row.kind == "erasure"
-            && let Some(hold) =
-                subject_flags::get(&txn, &subject, subject_flags::LEGAL_HOLD).await?
+            && let Some(hold) = subject_flags::get(txn, &subject, subject_flags::LEGAL_HOLD).await?
         {
             return Err(RequestError::State(format!(
                 "the subject is under legal hold ({}); erasure is blocked until the hold is lifted",
                 hold.reason
             )));
         }
+        Ok(subject)
+    }
+
+    /// Step 1: `verified` → `in_progress`, committed on its own.
+    async fn claim(&self, id: &str) -> Result<(), RequestError> {
+        let r = &self.requests;
+        let txn = r.db.begin_write().await?;
+        let mut row = repo::lock(&txn, id).await?.ok_or(RequestError::NotFound)?;
+        self.executable(&txn, &row).await?;
         if row.status == "verified" {
             r.move_in(&txn, &mut row, "in_progress", "execution started")
                 .await?;
+            txn.commit().await.map_err(StoreError::from)?;
+            crate::crash_points::reach("dsar.execute.claimed");
         }
+        Ok(())
+    }
+
+    /// Step 2: the work and the end state, in one transaction. A request another run has
+    /// finished meanwhile is shown as it is.
+    async fn perform(&self, id: &str) -> Result<RequestView, RequestError> {
+        let r = &self.requests;
+        let txn = r.db.begin_write().await?;
+        let mut row = repo::lock(&txn, id).await?.ok_or(RequestError::NotFound)?;
+        if row.status != "in_progress" {
+            drop(txn);
+            return r.show(id).await;
+        }
+        let subject = self.executable(&txn, &row).await?;
         // Recipients that received the data hear of an erasure or restriction (Art. 19);
         // the outbox rows commit with the change they announce.
         let webhooks = match row.kind.as_str() {
@@ -163,7 +220,9 @@ impl Executor<'_> {
             "completed"
         };
         r.move_in(&txn, &mut row, end, &done).await?;
+        crate::crash_points::reach("dsar.execute.before_commit");
         txn.commit().await.map_err(StoreError::from)?;
+        crate::crash_points::reach("dsar.execute.committed");
         r.show(id).await
     }
 

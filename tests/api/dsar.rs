@@ -524,18 +524,6 @@ async fn an_access_request_gives_everything_held_and_its_package_expires() {
     app.verify().await.expect("the audit log verifies");
 }
 
-fn forms(canary: &str) -> Vec<String> {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(canary);
-    let url = url::form_urlencoded::byte_serialize(canary.as_bytes()).collect::<String>();
-    vec![
-        canary.to_owned(),
-        canary.to_lowercase(),
-        b64.trim_end_matches('=').to_owned(),
-        url,
-    ]
-}
-
 #[tokio::test]
 async fn erasure_is_total_and_the_person_does_not_come_back() {
     let app = spawn_app().await;
@@ -573,6 +561,18 @@ async fn erasure_is_total_and_the_person_does_not_come_back() {
             .await;
         assert_eq!(r.status(), 200);
     }
+    // The CRM's file knows both people too.
+    const MAPPING: &str = "row_key = \"CustomerNo\"\n[identifiers]\ncustomer_id = \"CustomerNo\"\nemail = \"Email\"\nphone = \"Mobile\"\n[traits]\nfirst_name = \"First\"\n";
+    const CRM: &str = "CustomerNo,Email,Mobile,First\nEraseaCRM,erasea.canary@example.org,+442079460111,EraseaFirst\nKeepbCRM,keepb.canary@example.org,+442079460222,KeepbFirst\n";
+    let r = app
+        .import(&ingest, "source=crm", MAPPING, "crm.csv", CRM)
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.active_subjects().await,
+        2,
+        "the file's rows are the same two people"
+    );
     let id = verified(&app, &dpo, "erasure", "erasea.canary@example.org").await;
     let r = act(&app, &dpo, &id, "execute", json!({})).await;
     assert_eq!(r.status(), 200);
@@ -592,13 +592,14 @@ async fn erasure_is_total_and_the_person_does_not_come_back() {
         "EraseaNick",
         "EraseaAgent",
         "Erasea-form",
+        "EraseaCRM",
     ];
     let all = crate::helpers::tables(&app).await;
     assert!(all.iter().any(|t| t == "dsar_requests"), "{all:?}");
     for table in &all {
         let columns = crate::helpers::columns_of(&app, table).await;
         for canary in canaries {
-            for form in forms(canary) {
+            for form in crate::helpers::forms(canary) {
                 let sql = format!(
                     "SELECT COUNT(*) FROM {table} WHERE {}",
                     crate::helpers::contains(&app, &columns, &form.replace('\'', "''"))
@@ -654,6 +655,23 @@ async fn erasure_is_total_and_the_person_does_not_come_back() {
         .get("/v1/subjects?email=erasea.canary%40example.org", Some(&dpo))
         .await;
     assert_eq!(r.status(), 404);
+    // Re-importing the original file recreates nobody.
+    let r = app
+        .import(&ingest, "source=crm", MAPPING, "crm.csv", CRM)
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["skipped_suppressed"], 1, "{v}");
+    assert_eq!(app.active_subjects().await, 1);
+    let r = app
+        .import(&ingest, "source=other-crm", MAPPING, "crm.csv", CRM)
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.active_subjects().await,
+        1,
+        "not under another source either"
+    );
     assert!(app.count("suppressions", "WHERE reason = 'erasure'").await >= 4);
     assert_eq!(
         app.count("audit_entries", "WHERE action = 'subject.erase'")

@@ -415,3 +415,16 @@ pub async fn tables(app: &TestApp) -> Vec<String> {
         .filter(|t| t != "seaql_migrations")
         .collect()
 }
+
+/// A canary as it may appear when leaked: raw, lower-case, base64 and URL-encoded.
+pub fn forms(canary: &str) -> Vec<String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(canary);
+    let url = url::form_urlencoded::byte_serialize(canary.as_bytes()).collect::<String>();
+    vec![
+        canary.to_owned(),
+        canary.to_lowercase(),
+        b64.trim_end_matches('=').to_owned(),
+        url,
+    ]
+}

@@ -5,6 +5,7 @@ mod auth;
 mod authorization;
 mod cli;
 mod consents;
+mod crash;
 mod dsar;
 mod errors;
 mod gate;

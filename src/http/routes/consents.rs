@@ -146,11 +146,7 @@ pub async fn receipt(
         auth.actor(),
         auth.request_id.clone(),
     );
-    let controller = if state.settings.controller_name.is_empty() {
-        "(controller_name not configured)"
-    } else {
-        state.settings.controller_name.as_str()
-    };
+    let controller = state.settings.controller();
     let signed = ledger.receipt(&path.into_inner(), controller).await?;
     Ok(HttpResponse::Ok().json(signed))
 }

@@ -224,11 +224,7 @@ fn executor<'a>(
     crate::subject_requests::execute::Executor {
         requests,
         master: &state.master,
-        controller: if state.settings.controller_name.is_empty() {
-            "(controller_name not configured)"
-        } else {
-            state.settings.controller_name.as_str()
-        },
+        controller: state.settings.controller(),
         package_ttl_secs: i64::try_from(state.settings.dsar_package_ttl_secs).unwrap_or(i64::MAX),
     }
 }
