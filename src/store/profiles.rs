@@ -500,20 +500,28 @@ pub async fn events_of<C: ConnectionTrait>(
     c: &C,
     subject_id: &str,
 ) -> Result<Vec<(String, Option<String>, String, i64, i64)>, StoreError> {
-    use sea_orm::{QueryOrder, QuerySelect};
-    Ok(Event::find()
+    use sea_orm::QuerySelect;
+    // Sorted here rather than by the database: PostgreSQL would sort the text ids under
+    // its collation, which costs more than reading the rows.
+    let mut rows: Vec<(String, String, Option<String>, String, i64, i64)> = Event::find()
         .select_only()
+        .column(event::Column::Id)
         .column(event::Column::Kind)
         .column(event::Column::Name)
         .column(event::Column::Properties)
         .column(event::Column::OccurredAt)
         .column(event::Column::ReceivedAt)
         .filter(event::Column::SubjectId.eq(subject_id))
-        .order_by_asc(event::Column::OccurredAt)
-        .order_by_asc(event::Column::Id)
         .into_tuple()
         .all(c)
-        .await?)
+        .await?;
+    rows.sort_unstable_by(|a, b| (a.4, &a.0).cmp(&(b.4, &b.0)));
+    Ok(rows
+        .into_iter()
+        .map(|(_, kind, name, properties, occurred, received)| {
+            (kind, name, properties, occurred, received)
+        })
+        .collect())
 }
 
 /// Deletes a subject's identifiers of one kind (every key version); returns how many.

@@ -50,3 +50,29 @@ pub async fn insert<C: ConnectionTrait>(
     .await?;
     Ok(())
 }
+
+/// Several entries (kind, hash) in one statement; ones already there are left as they are.
+pub async fn insert_all<C: ConnectionTrait>(
+    c: &C,
+    entries: &[(String, String)],
+    reason: &str,
+    at: i64,
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    Suppression::insert_many(entries.iter().map(|(kind, hash)| suppression::ActiveModel {
+        kind: Set(kind.clone()),
+        hash: Set(hash.clone()),
+        reason: Set(reason.to_owned()),
+        created_at: Set(at),
+    }))
+    .on_conflict(
+        OnConflict::columns([suppression::Column::Kind, suppression::Column::Hash])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(c)
+    .await?;
+    Ok(())
+}

@@ -257,7 +257,7 @@ impl Executor<'_> {
             Some(w) => Some(SubjectKey::unwrap(self.master, subject, &w)?),
             None => None,
         };
-        let mut suppressed = 0;
+        let mut entries = Vec::new();
         if let Some(key) = &key {
             for id in profiles::identifiers_of(txn, subject).await? {
                 if id.kind.starts_with("import_row:") {
@@ -266,10 +266,13 @@ impl Executor<'_> {
                 let value = key.open(&id.kind, &id.sealed)?;
                 let value = String::from_utf8_lossy(&value);
                 let hash = r.keyring.suppression_hash(&id.kind, &value)?;
-                suppressions::insert(txn, &id.kind, &hash, "erasure", r.now.unix_micros()).await?;
-                suppressed += 1;
+                entries.push((id.kind, hash));
             }
         }
+        entries.sort();
+        entries.dedup();
+        let suppressed = entries.len();
+        suppressions::insert_all(txn, &entries, "erasure", r.now.unix_micros()).await?;
         let n = erasure::erase(txn, subject).await?;
         self.audited(
             txn,
