@@ -17,6 +17,7 @@ pub mod domain;
 pub mod http;
 pub mod policy;
 pub mod profiles;
+pub mod segmentation;
 pub mod startup;
 pub mod store;
 pub mod subject_requests;

@@ -8,6 +8,7 @@ mod m20261203_000004_suppressions;
 mod m20261203_000005_consents;
 mod m20261203_000006_recipients;
 mod m20261203_000007_dsar;
+mod m20261203_000008_segments;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000005_consents::Migration),
             Box::new(m20261203_000006_recipients::Migration),
             Box::new(m20261203_000007_dsar::Migration),
+            Box::new(m20261203_000008_segments::Migration),
         ]
     }
 }

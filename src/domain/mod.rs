@@ -1,6 +1,7 @@
 //! Parse-don't-validate types shared by every module. No I/O here.
 pub mod aggregates;
 mod contact;
+pub mod events;
 mod ids;
 mod role;
 mod time;

@@ -41,10 +41,12 @@ pub enum ErrorCode {
     PseudonymRetired,
     InvalidState,
     MailUnavailable,
+    InvalidRule,
+    PurposeMismatch,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidQuery,
@@ -71,6 +73,8 @@ impl ErrorCode {
         ErrorCode::PseudonymRetired,
         ErrorCode::InvalidState,
         ErrorCode::MailUnavailable,
+        ErrorCode::InvalidRule,
+        ErrorCode::PurposeMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +116,8 @@ impl ErrorCode {
             C::PseudonymRetired => (StatusCode::GONE, "pseudonym_retired"),
             C::InvalidState => (StatusCode::CONFLICT, "invalid_state"),
             C::MailUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "mail_unavailable"),
+            C::InvalidRule => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_rule"),
+            C::PurposeMismatch => (StatusCode::UNPROCESSABLE_ENTITY, "purpose_mismatch"),
         }
     }
 }
@@ -420,6 +426,22 @@ pub fn redact_values(msg: &str) -> String {
         }
     }
     out
+}
+
+impl From<crate::policy::segments::SegmentError> for ApiError {
+    fn from(e: crate::policy::segments::SegmentError) -> Self {
+        use crate::policy::segments::SegmentError as E;
+        match e {
+            E::Rule(_) => ApiError::new(ErrorCode::InvalidRule, e.to_string()),
+            E::Purpose(_) => ApiError::new(ErrorCode::PurposeMismatch, e.to_string()),
+            E::Invalid(m) => ApiError::new(ErrorCode::ValidationFailed, m),
+            E::NotFound => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::Authorize(a) => a.into(),
+            E::Gate(g) => g.into(),
+            E::Store(s) => s.into(),
+            E::Audit(a) => a.into(),
+        }
+    }
 }
 
 #[cfg(test)]

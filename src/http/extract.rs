@@ -180,6 +180,11 @@ permission!(
 );
 permission!(EspOnly, "An ESP reading for its own recipient.", [Esp]);
 permission!(
+    EspOrAdmin,
+    "Segments (an ESP for its own recipient, admins for any).",
+    [Esp, Admin]
+);
+permission!(
     Governance,
     "Seeing recipients (admins, DPOs, auditors).",
     [Admin, Dpo, Auditor]

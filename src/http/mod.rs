@@ -14,8 +14,8 @@ pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_heade
 
 use error::{ApiError, ErrorCode};
 use routes::{
-    audit, consents, dsar, esp, imports, keys, oauth, policies, recipients, subjects, system,
-    tracking,
+    audit, consents, dsar, esp, imports, keys, oauth, policies, recipients, segments, subjects,
+    system, tracking,
 };
 
 #[derive(OpenApi)]
@@ -37,6 +37,8 @@ use routes::{
         recipients::retire, esp::profile, esp::pseudonym,
         dsar::create, dsar::list, dsar::show, dsar::verify, dsar::extend, dsar::reject,
         dsar::withdraw, dsar::execute, dsar::package, dsar::rectify,
+        segments::create, segments::list, segments::get, segments::delete, segments::count,
+        segments::preview,
     ),
     modifiers(&Security),
     tags(
@@ -47,6 +49,7 @@ use routes::{
         (name = "subjects", description = "Finding subjects and restricting processing (dpo)"),
         (name = "dsar", description = "Data-subject requests and their deadlines (dpo; ingest may file)"),
         (name = "recipients", description = "Recipients (admin) and the minimised profiles an ESP reads (esp)"),
+        (name = "segments", description = "Segments checked against their purpose; counts and previews through the gate (esp, admin)"),
         (name = "policies", description = "The record of processing activities (dpo, auditor) and policy reloads (admin)"),
         (name = "consents", description = "The consent ledger (ingest, dpo)"),
         (name = "imports", description = "Offline CRM, POS and loyalty files (ingest)"),
@@ -154,6 +157,18 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(resource("/v1/dsar/{id}/execute").route(web::post().to(dsar::execute)))
     .service(resource("/v1/dsar/{id}/rectify").route(web::post().to(dsar::rectify)))
     .service(resource("/v1/dsar/{id}/package").route(web::get().to(dsar::package)))
+    .service(
+        resource("/v1/segments")
+            .route(web::post().to(segments::create))
+            .route(web::get().to(segments::list)),
+    )
+    .service(
+        resource("/v1/segments/{id}")
+            .route(web::get().to(segments::get))
+            .route(web::delete().to(segments::delete)),
+    )
+    .service(resource("/v1/segments/{id}/count").route(web::get().to(segments::count)))
+    .service(resource("/v1/segments/{id}/preview").route(web::get().to(segments::preview)))
     .service(resource("/v1/ropa").route(web::get().to(policies::ropa)))
     .service(resource("/v1/policies/reload").route(web::post().to(policies::reload)))
     .service(resource("/v1/identify").route(web::post().to(tracking::identify)))

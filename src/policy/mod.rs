@@ -13,6 +13,7 @@ mod purposes;
 pub mod recipients;
 pub mod reload;
 pub mod ropa;
+pub mod segments;
 mod source;
 mod taxonomy;
 

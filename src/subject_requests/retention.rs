@@ -18,37 +18,7 @@ use crate::store::{Db, StoreError, profiles};
 
 const DAY_US: i64 = 86_400_000_000;
 
-const BROWSING: &[&str] = &[
-    "Product Viewed",
-    "Products Searched",
-    "Product List Viewed",
-    "Product List Filtered",
-    "Product Clicked",
-    "Promotion Viewed",
-    "Promotion Clicked",
-];
-const PURCHASE: &[&str] = &[
-    "Order Completed",
-    "Order Updated",
-    "Order Refunded",
-    "Order Cancelled",
-    "Product Added",
-    "Product Removed",
-    "Cart Viewed",
-    "Checkout Started",
-    "Checkout Step Viewed",
-    "Checkout Step Completed",
-    "Payment Info Entered",
-    "Coupon Applied",
-];
-const EMAIL: &[&str] = &[
-    "Email Delivered",
-    "Email Opened",
-    "Email Link Clicked",
-    "Email Bounced",
-    "Email Marked as Spam",
-    "Unsubscribed",
-];
+use crate::domain::events::{BROWSING, EMAIL, PURCHASE};
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| (*s).to_owned()).collect()

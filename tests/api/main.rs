@@ -15,4 +15,5 @@ mod identity;
 mod imports;
 mod keys;
 mod policies;
+mod segments;
 mod tracking;

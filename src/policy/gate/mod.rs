@@ -10,12 +10,15 @@
 //!   than the purpose's minimum age;
 //! - every disclosure commits with its audit entry and its disclosure record; every
 //!   refusal is audited with its reason, and answered like an unknown pseudonym.
+pub mod audience;
 mod disclose;
+mod events;
 mod grant;
 mod load;
 mod view;
 
 pub use disclose::{Gate, GateError, PseudonymRequest};
+pub use events::{MinimisedEvent, minimised_events};
 pub use grant::{AuthorizeError, PurposeGrant, authorize, grant_for};
 pub use load::{AGGREGATE_CATEGORIES, LoadError, load_record};
 pub use view::{Denial, MinimisedProfile, SubjectRecord, minimise};

@@ -15,6 +15,7 @@ pub mod keyring_key;
 pub mod notice;
 pub mod pseudonym;
 pub mod recipient;
+pub mod segment;
 pub mod subject;
 pub mod subject_flag;
 pub mod subject_key;
