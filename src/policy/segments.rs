@@ -242,12 +242,15 @@ impl Segments<'_> {
         Ok(Compiled { row, rule, grant })
     }
 
-    fn condition(&self, c: &Compiled) -> sea_query::Expr {
-        sql::condition(
-            &c.rule,
-            audience::dialect(self.db.backend()),
-            self.now.unix_micros(),
-        )
+    fn condition(&self, c: &Compiled) -> audience::Condition {
+        audience::Condition {
+            expr: sql::condition(
+                &c.rule,
+                audience::dialect(self.db.backend()),
+                self.now.unix_micros(),
+            ),
+            aggregates: c.rule.reads_aggregates(),
+        }
     }
 
     /// How many people are in the segment now, with every gate condition applied.

@@ -255,9 +255,19 @@ fn property(d: Dialect, key: &str, test: &Test) -> Expr {
 }
 
 fn event(d: Dialect, e: &EventRule, now_us: i64) -> Expr {
+    // "At least one" and "none" are EXISTS and NOT EXISTS, which stop at the first event.
+    let presence = match e.count {
+        (Op::Gte, 1) | (Op::Gt, 0) | (Op::Ne, 0) => Some(true),
+        (Op::Eq, 0) | (Op::Lt, 1) | (Op::Lte, 0) => Some(false),
+        _ => None,
+    };
     let mut q = sea_query::Query::select();
-    q.expr(Expr::cust("COUNT(*)"))
-        .from_as(Alias::new("events"), Alias::new("e"))
+    if presence.is_some() {
+        q.expr(Expr::val(1));
+    } else {
+        q.expr(Expr::cust("COUNT(*)"));
+    }
+    q.from_as(Alias::new("events"), Alias::new("e"))
         .and_where(col("e", "subject_id").equals((Alias::new("s"), Alias::new("id"))))
         .and_where(col("e", "kind").eq(e.kind.clone()));
     if let Some(name) = &e.name {
@@ -271,6 +281,11 @@ fn event(d: Dialect, e: &EventRule, now_us: i64) -> Expr {
     }
     for (key, test) in &e.properties {
         q.and_where(property(d, key, test));
+    }
+    match presence {
+        Some(true) => return Expr::exists(q),
+        Some(false) => return Expr::exists(q).not(),
+        None => {}
     }
     let n = i64::try_from(e.count.1).unwrap_or(i64::MAX);
     let count = Expr::SubQuery(
@@ -371,5 +386,17 @@ pub fn condition(rule: &Rule, d: Dialect, now_us: i64) -> Expr {
         Rule::Attribute { name, test } => attribute(d, name, test),
         Rule::Aggregate { name, test } => aggregate(d, *name, test, now_us),
         Rule::Event(e) => event(d, e, now_us),
+    }
+}
+
+impl Rule {
+    /// Whether the rule reads an aggregate (the query joins `aggregates` only then).
+    pub fn reads_aggregates(&self) -> bool {
+        match self {
+            Rule::All(rs) | Rule::Any(rs) => rs.iter().any(Rule::reads_aggregates),
+            Rule::Not(r) => r.reads_aggregates(),
+            Rule::Aggregate { .. } => true,
+            Rule::Attribute { .. } | Rule::Event(_) => false,
+        }
     }
 }

@@ -818,7 +818,10 @@ async fn sql_and_in_memory_evaluation_agree_on_random_rules_and_people() {
             })
             .map(|(s, ..)| s.clone())
             .collect();
-        let cond = sql::condition(&rule, dialect, now.unix_micros());
+        let cond = consentry::policy::gate::audience::Condition {
+            expr: sql::condition(&rule, dialect, now.unix_micros()),
+            aggregates: rule.reads_aggregates(),
+        };
         let (rows, _) = gate
             .members(&grant, cond.clone(), None, 1000, false)
             .await

@@ -85,17 +85,27 @@ pub fn gate_condition(grant: &PurposeGrant, d: Dialect, now: i64) -> Expr {
     cond
 }
 
-fn base(grant: &PurposeGrant, rule: Expr, d: Dialect, now: i64) -> SelectStatement {
+/// What a segment's condition needs: the expression, and whether it reads `a`
+/// (aggregates), which is joined only then.
+#[derive(Clone)]
+pub struct Condition {
+    pub expr: Expr,
+    pub aggregates: bool,
+}
+
+fn base(grant: &PurposeGrant, rule: Condition, d: Dialect, now: i64) -> SelectStatement {
     let mut q = Query::select();
-    q.from_as(Alias::new("subjects"), Alias::new("s"))
-        .join_as(
+    q.from_as(Alias::new("subjects"), Alias::new("s"));
+    if rule.aggregates {
+        q.join_as(
             sea_query::JoinType::LeftJoin,
             Alias::new("aggregates"),
             Alias::new("a"),
             col("a", "subject_id").equals((Alias::new("s"), Alias::new("id"))),
-        )
-        .and_where(gate_condition(grant, d, now))
-        .and_where(rule);
+        );
+    }
+    q.and_where(gate_condition(grant, d, now))
+        .and_where(rule.expr);
     q
 }
 
@@ -107,7 +117,7 @@ fn build(c: &impl ConnectionTrait, q: &SelectStatement) -> Statement {
 pub async fn count<C: ConnectionTrait>(
     c: &C,
     grant: &PurposeGrant,
-    rule: Expr,
+    rule: Condition,
     now: i64,
 ) -> Result<u64, StoreError> {
     let d = dialect(c.get_database_backend());
@@ -126,7 +136,7 @@ pub async fn count<C: ConnectionTrait>(
 async fn member_ids<C: ConnectionTrait>(
     c: &C,
     grant: &PurposeGrant,
-    rule: Expr,
+    rule: Condition,
     now: i64,
     after: Option<&str>,
     limit: u64,
@@ -158,7 +168,7 @@ impl Gate<'_> {
     pub async fn members(
         &self,
         grant: &PurposeGrant,
-        rule: Expr,
+        rule: Condition,
         after: Option<&str>,
         limit: u64,
         with_events: bool,
