@@ -109,8 +109,20 @@ pub struct AccessPackage {
     /// Who received which data, for what, when (Art. 15(1)(c)).
     pub disclosures: Vec<DisclosureEntry>,
     pub restricted_since: Option<String>,
-    /// Segment memberships and scores (none are computed by this version).
-    pub segments: Vec<String>,
+    /// The saved segments the person is in now (the rule, and the gate's conditions for
+    /// its purpose), with the rule itself: the logic of the profiling (Art. 15(1)(h)).
+    /// Scores are not computed by this version.
+    pub segments: Vec<SegmentMembership>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SegmentMembership {
+    pub segment: String,
+    pub name: String,
+    pub purpose: String,
+    pub recipient: String,
+    #[schema(value_type = Object)]
+    pub rule: Value,
 }
 
 fn empty_object() -> Box<serde_json::value::RawValue> {
@@ -277,8 +289,71 @@ impl Builder<'_> {
             restricted_since: subject_flags::get(c, subject_id, subject_flags::RESTRICTED)
                 .await?
                 .map(|r| ts(r.set_at)),
-            segments: Vec::new(),
+            segments: self.memberships(c, subject_id).await?,
         })
+    }
+}
+
+impl Builder<'_> {
+    /// The saved segments `subject_id` is in now. A segment whose rule or purpose no
+    /// longer holds under the policies in force is left out (it selects nobody).
+    async fn memberships<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        subject_id: &str,
+    ) -> Result<Vec<SegmentMembership>, PackageError> {
+        use crate::policy::gate::audience::{self, Condition};
+        let system = crate::auth::Caller {
+            key_id: "system".into(),
+            name: "data-subject request".into(),
+            role: crate::domain::Role::Admin,
+            recipient: None,
+            purposes: Vec::new(),
+            via: crate::auth::Credential::ApiKey,
+        };
+        let policies = std::sync::Arc::new(self.policies.clone());
+        let mut out = Vec::new();
+        for seg in crate::store::segments::list(c, None).await? {
+            let Ok(value) = serde_json::from_str::<Value>(&seg.rule) else {
+                continue;
+            };
+            let Ok(rule) = crate::segmentation::Rule::parse(&value) else {
+                continue;
+            };
+            let Some(row) = crate::store::recipients::get(c, &seg.recipient_id).await? else {
+                continue;
+            };
+            let Ok(grant) = crate::policy::gate::authorize(
+                &system,
+                &row,
+                &seg.purpose,
+                std::sync::Arc::clone(&policies),
+            ) else {
+                continue;
+            };
+            if !crate::segmentation::check(&rule, &grant).is_empty() {
+                continue;
+            }
+            let now = self.now.unix_micros();
+            let cond = Condition {
+                expr: crate::segmentation::sql::condition(
+                    &rule,
+                    audience::dialect(c.get_database_backend()),
+                    now,
+                ),
+                aggregates: rule.reads_aggregates(),
+            };
+            if audience::is_member(c, &grant, cond, subject_id, now).await? {
+                out.push(SegmentMembership {
+                    segment: seg.id,
+                    name: seg.name,
+                    purpose: seg.purpose,
+                    recipient: seg.recipient_id,
+                    rule: value,
+                });
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -414,6 +489,24 @@ impl AccessPackage {
                             p.description.clone(),
                             format!("{} ({})", p.legal_basis, p.lawful_under),
                             p.retention_days.to_string(),
+                        ]
+                    })
+                    .collect(),
+            },
+            Section {
+                title: "Segments you are in (and the rule that places you there)",
+                file: Some("segments.csv"),
+                head: &["segment", "name", "purpose", "recipient", "rule"],
+                rows: self
+                    .segments
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            m.segment.clone(),
+                            m.name.clone(),
+                            m.purpose.clone(),
+                            m.recipient.clone(),
+                            m.rule.to_string(),
                         ]
                     })
                     .collect(),

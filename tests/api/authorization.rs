@@ -96,6 +96,12 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     ("post", "/v1/dsar/{id}/execute", Some(&["dpo"])),
     ("post", "/v1/dsar/{id}/rectify", Some(&["dpo"])),
     ("get", "/v1/dsar/{id}/package", Some(&["dpo"])),
+    ("post", "/v1/segments", Some(&["esp", "admin"])),
+    ("get", "/v1/segments", Some(&["esp", "admin"])),
+    ("get", "/v1/segments/{id}", Some(&["esp", "admin"])),
+    ("delete", "/v1/segments/{id}", Some(&["esp", "admin"])),
+    ("get", "/v1/segments/{id}/count", Some(&["esp", "admin"])),
+    ("get", "/v1/segments/{id}/preview", Some(&["esp", "admin"])),
 ];
 
 /// The tracking API takes its write key as the HTTP Basic user name, as Segment's clients send it.

@@ -424,6 +424,23 @@ async fn an_access_request_gives_everything_held_and_its_package_expires() {
         )
         .await;
     assert_eq!(r.status(), 200);
+    // Two segments: Ann is in the first.
+    for (name, rule) in [
+        ("Buyers", json!({"aggregate": "purchase_count", "gte": 1})),
+        (
+            "Big spenders",
+            json!({"aggregate": "lifetime_value", "gt": 1000}),
+        ),
+    ] {
+        let r = app
+            .post_json(
+                "/v1/segments",
+                Some(&esp),
+                &json!({"name": name, "purpose": "marketing.communications.email", "rule": rule}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
 
     let id = verified(&app, &dpo, "access", "ann@example.com").await;
     let r = app.get(&format!("/v1/dsar/{id}/package"), Some(&dpo)).await;
@@ -468,6 +485,10 @@ async fn an_access_request_gives_everything_held_and_its_package_expires() {
             .starts_with("20")
     );
     assert_eq!(p["events"].as_array().unwrap().len(), 2);
+    let segments = p["segments"].as_array().unwrap();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    assert_eq!(segments[0]["name"], "Buyers");
+    assert_eq!(segments[0]["rule"]["aggregate"], "purchase_count");
     assert_eq!(p["consents"][0]["status"], "granted");
     assert_eq!(p["consent_receipts"].as_array().unwrap().len(), 1);
     assert_eq!(p["disclosures"][0]["recipient"], "acme-esp");
@@ -501,6 +522,7 @@ async fn an_access_request_gives_everything_held_and_its_package_expires() {
         "consents.csv",
         "identifiers.csv",
         "disclosures.csv",
+        "segments.csv",
     ] {
         assert!(names.iter().any(|n| n == f), "{f} in {names:?}");
     }

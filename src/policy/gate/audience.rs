@@ -155,6 +155,22 @@ async fn member_ids<C: ConnectionTrait>(
         .collect()
 }
 
+/// Whether `subject` is in the audience the condition selects for `grant` now.
+pub async fn is_member<C: ConnectionTrait>(
+    c: &C,
+    grant: &PurposeGrant,
+    rule: Condition,
+    subject: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let d = dialect(c.get_database_backend());
+    let mut q = base(grant, rule, d, now);
+    q.expr(Expr::val(1))
+        .and_where(col("s", "id").eq(subject.to_owned()))
+        .limit(1);
+    Ok(c.query_one_raw(build(c, &q)).await?.is_some())
+}
+
 /// One member of an audience: the view, and the events the purpose may read.
 pub struct Member {
     pub view: MinimisedProfile,
