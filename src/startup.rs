@@ -381,8 +381,8 @@ async fn resume_requests(
 ) -> Result<usize, crate::subject_requests::requests::RequestError> {
     let keyring = state.keyring.get();
     let policies = state.policies.get();
-    let executor = crate::subject_requests::execute::Executor {
-        requests: crate::subject_requests::requests::Requests {
+    let executor = crate::subject_requests::execute::Executor::new(
+        crate::subject_requests::requests::Requests {
             db: &state.db,
             keyring: &keyring,
             audit: &state.audit,
@@ -391,9 +391,8 @@ async fn resume_requests(
             request_id: None,
             now: state.clock.now(),
         },
-        master: &state.master,
-        controller: state.settings.controller(),
-        package_ttl_secs: i64::try_from(state.settings.dsar_package_ttl_secs).unwrap_or(i64::MAX),
-    };
+        &state.master,
+        &state.settings,
+    );
     executor.resume_interrupted().await
 }

@@ -93,12 +93,7 @@ pub enum DsarCommand {
 }
 
 fn executor<'a>(core: &'a Core, requests: Requests<'a>) -> Executor<'a> {
-    Executor {
-        requests,
-        master: &core.master,
-        controller: core.settings.controller(),
-        package_ttl_secs: i64::try_from(core.settings.dsar_package_ttl_secs).unwrap_or(i64::MAX),
-    }
+    Executor::new(requests, &core.master, &core.settings)
 }
 
 fn print(v: &RequestView) -> anyhow::Result<()> {

@@ -15,8 +15,9 @@ pub enum Dialect {
     Postgres,
 }
 
-/// A custom SQL fragment; each `{}` is replaced by the next of `args`.
-fn cust(d: Dialect, template: &str, args: Vec<Expr>) -> Expr {
+/// A custom SQL fragment; each `{}` is replaced by the next of `args` (as the dialect's
+/// placeholder, so the values stay bound).
+pub fn cust(d: Dialect, template: &str, args: Vec<Expr>) -> Expr {
     let mut out = String::with_capacity(template.len() + 8);
     for (i, part) in template.split("{}").enumerate() {
         if i > 0 {

@@ -1,12 +1,12 @@
-//! Erasing a subject: one statement per table, never one per row, in the caller's
-//! transaction. The audit log is not touched: it holds only keyed references.
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+//! Erasing a subject: one statement per table (on PostgreSQL one statement in all),
+//! never one per row, in the caller's transaction. The audit log is not touched: it holds only keyed references.
+use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect, Statement,
+};
 
 use super::StoreError;
-use super::entity::{
-    aggregate, consent, disclosure, event, identifier, identity_conflict, pseudonym, subject,
-    subject_flag, subject_key, subject_trait,
-};
+use super::entity::subject;
 
 /// Rows removed, by table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,30 +20,46 @@ pub struct Erased {
     pub subjects: u64,
 }
 
-/// On PostgreSQL the whole erasure is one statement (data-modifying CTEs: one round
-/// trip instead of one per table) over the same tables as the other branch of [`erase`],
-/// with one bound parameter per id of the subject and those merged into it.
+/// Every table that holds rows about a subject, with the columns that name it, in the
+/// order the rows go (the data key and then the subject row last). Both branches of
+/// [`erase`] read this one list.
+const HOLDERS: &[(&str, &[&str])] = &[
+    ("events", &["subject_id"]),
+    ("traits", &["subject_id"]),
+    ("identifiers", &["subject_id"]),
+    ("consents", &["subject_id"]),
+    ("disclosures", &["subject_id"]),
+    ("pseudonyms", &["subject_id"]),
+    ("aggregates", &["subject_id"]),
+    ("subject_flags", &["subject_id"]),
+    ("identity_conflicts", &["subject_a", "subject_b"]),
+    // Crypto-shredding: without the data key, sealed copies anywhere (backups) are noise.
+    ("subject_keys", &["subject_id"]),
+    ("subjects", &["id"]),
+];
+
+/// On PostgreSQL the whole erasure is one statement (data-modifying CTEs: one round trip
+/// instead of one per table), with one bound parameter per id; it returns the rows
+/// removed from each table of [`HOLDERS`], in order.
 fn erase_pg(ids: usize) -> String {
     let list = (1..=ids)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ");
-    format!(
-        "WITH e AS (DELETE FROM events WHERE subject_id IN ({list}) RETURNING 1), \
-         t AS (DELETE FROM traits WHERE subject_id IN ({list}) RETURNING 1), \
-         i AS (DELETE FROM identifiers WHERE subject_id IN ({list}) RETURNING 1), \
-         c AS (DELETE FROM consents WHERE subject_id IN ({list}) RETURNING 1), \
-         d AS (DELETE FROM disclosures WHERE subject_id IN ({list}) RETURNING 1), \
-         p AS (DELETE FROM pseudonyms WHERE subject_id IN ({list}) RETURNING 1), \
-         a AS (DELETE FROM aggregates WHERE subject_id IN ({list})), \
-         f AS (DELETE FROM subject_flags WHERE subject_id IN ({list})), \
-         x AS (DELETE FROM identity_conflicts WHERE subject_a IN ({list}) OR subject_b IN ({list})), \
-         k AS (DELETE FROM subject_keys WHERE subject_id IN ({list})), \
-         s AS (DELETE FROM subjects WHERE id IN ({list}) RETURNING 1) \
-         SELECT (SELECT COUNT(*) FROM e), (SELECT COUNT(*) FROM t), (SELECT COUNT(*) FROM i), \
-                (SELECT COUNT(*) FROM c), (SELECT COUNT(*) FROM d), (SELECT COUNT(*) FROM p), \
-                (SELECT COUNT(*) FROM s)"
-    )
+    let mut ctes = Vec::new();
+    let mut counts = Vec::new();
+    for (i, (table, columns)) in HOLDERS.iter().enumerate() {
+        let cond = columns
+            .iter()
+            .map(|c| format!("{c} IN ({list})"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        ctes.push(format!(
+            "d{i} AS (DELETE FROM {table} WHERE {cond} RETURNING 1)"
+        ));
+        counts.push(format!("(SELECT COUNT(*) FROM d{i})"));
+    }
+    format!("WITH {} SELECT {}", ctes.join(", "), counts.join(", "))
 }
 
 /// Deletes everything held about `subject_id` (and the merged-away subjects that point
@@ -57,10 +73,12 @@ pub async fn erase<C: ConnectionTrait>(c: &C, subject_id: &str) -> Result<Erased
         .all(c)
         .await?;
     ids.push(subject_id.to_owned());
-    if c.get_database_backend() == sea_orm::DbBackend::Postgres && ids.len() <= 1000 {
+    let backend = c.get_database_backend();
+    let mut removed = Vec::with_capacity(HOLDERS.len());
+    if backend == DbBackend::Postgres && ids.len() <= 1000 {
         let row = c
-            .query_one_raw(sea_orm::Statement::from_sql_and_values(
-                sea_orm::DbBackend::Postgres,
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
                 erase_pg(ids.len()),
                 ids.iter().map(|id| sea_orm::Value::from(id.as_str())),
             ))
@@ -69,78 +87,37 @@ pub async fn erase<C: ConnectionTrait>(c: &C, subject_id: &str) -> Result<Erased
                 table: "subjects",
                 reason: "the erasure returned no counts".into(),
             })?;
-        let n = |i: usize| -> Result<u64, StoreError> {
-            let v: i64 = row.try_get_by_index(i)?;
-            Ok(u64::try_from(v).unwrap_or(0))
-        };
-        return Ok(Erased {
-            events: n(0)?,
-            traits: n(1)?,
-            identifiers: n(2)?,
-            consents: n(3)?,
-            disclosures: n(4)?,
-            pseudonyms: n(5)?,
-            subjects: n(6)?,
-        });
+        for i in 0..HOLDERS.len() {
+            let n: i64 = row.try_get_by_index(i)?;
+            removed.push(u64::try_from(n).unwrap_or(0));
+        }
+    } else {
+        for (table, columns) in HOLDERS {
+            let mut cond = Condition::any();
+            for col in *columns {
+                cond = cond.add(Expr::col(Alias::new(*col)).is_in(ids.clone()));
+            }
+            let q = Query::delete()
+                .from_table(Alias::new(*table))
+                .cond_where(cond)
+                .to_owned();
+            removed.push(c.execute(&q).await?.rows_affected());
+        }
     }
-    let mut out = Erased {
-        events: event::Entity::delete_many()
-            .filter(event::Column::SubjectId.is_in(ids.clone()))
-            .exec(c)
-            .await?
-            .rows_affected,
-        traits: subject_trait::Entity::delete_many()
-            .filter(subject_trait::Column::SubjectId.is_in(ids.clone()))
-            .exec(c)
-            .await?
-            .rows_affected,
-        identifiers: identifier::Entity::delete_many()
-            .filter(identifier::Column::SubjectId.is_in(ids.clone()))
-            .exec(c)
-            .await?
-            .rows_affected,
-        consents: consent::Entity::delete_many()
-            .filter(consent::Column::SubjectId.is_in(ids.clone()))
-            .exec(c)
-            .await?
-            .rows_affected,
-        disclosures: disclosure::Entity::delete_many()
-            .filter(disclosure::Column::SubjectId.is_in(ids.clone()))
-            .exec(c)
-            .await?
-            .rows_affected,
-        pseudonyms: pseudonym::Entity::delete_many()
-            .filter(pseudonym::Column::SubjectId.is_in(ids.clone()))
-            .exec(c)
-            .await?
-            .rows_affected,
-        subjects: 0,
+    let n = |table: &str| {
+        HOLDERS
+            .iter()
+            .position(|(t, _)| *t == table)
+            .and_then(|i| removed.get(i).copied())
+            .unwrap_or(0)
     };
-    aggregate::Entity::delete_many()
-        .filter(aggregate::Column::SubjectId.is_in(ids.clone()))
-        .exec(c)
-        .await?;
-    subject_flag::Entity::delete_many()
-        .filter(subject_flag::Column::SubjectId.is_in(ids.clone()))
-        .exec(c)
-        .await?;
-    identity_conflict::Entity::delete_many()
-        .filter(
-            sea_orm::Condition::any()
-                .add(identity_conflict::Column::SubjectA.is_in(ids.clone()))
-                .add(identity_conflict::Column::SubjectB.is_in(ids.clone())),
-        )
-        .exec(c)
-        .await?;
-    // Crypto-shredding: without the data key, sealed copies anywhere (backups) are noise.
-    subject_key::Entity::delete_many()
-        .filter(subject_key::Column::SubjectId.is_in(ids.clone()))
-        .exec(c)
-        .await?;
-    out.subjects = subject::Entity::delete_many()
-        .filter(subject::Column::Id.is_in(ids))
-        .exec(c)
-        .await?
-        .rows_affected;
-    Ok(out)
+    Ok(Erased {
+        events: n("events"),
+        traits: n("traits"),
+        identifiers: n("identifiers"),
+        consents: n("consents"),
+        disclosures: n("disclosures"),
+        pseudonyms: n("pseudonyms"),
+        subjects: n("subjects"),
+    })
 }

@@ -66,6 +66,22 @@ pub struct Executor<'a> {
     pub package_ttl_secs: i64,
 }
 
+impl<'a> Executor<'a> {
+    /// An executor with the controller name and package lifetime from the settings.
+    pub fn new(
+        requests: Requests<'a>,
+        master: &'a MasterKey,
+        settings: &'a crate::config::Settings,
+    ) -> Self {
+        Self {
+            requests,
+            master,
+            controller: settings.controller(),
+            package_ttl_secs: i64::try_from(settings.dsar_package_ttl_secs).unwrap_or(i64::MAX),
+        }
+    }
+}
+
 impl Executor<'_> {
     /// Runs a verified request (or resumes one left `in_progress`) to `completed`, in two
     /// commits: the claim (`in_progress`), then the whole of the work with its end state. A

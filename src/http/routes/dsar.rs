@@ -221,12 +221,7 @@ fn executor<'a>(
     state: &'a AppState,
     requests: Requests<'a>,
 ) -> crate::subject_requests::execute::Executor<'a> {
-    crate::subject_requests::execute::Executor {
-        requests,
-        master: &state.master,
-        controller: state.settings.controller(),
-        package_ttl_secs: i64::try_from(state.settings.dsar_package_ttl_secs).unwrap_or(i64::MAX),
-    }
+    crate::subject_requests::execute::Executor::new(requests, &state.master, &state.settings)
 }
 
 /// Execute a verified request (or resume one left in progress): access and portability

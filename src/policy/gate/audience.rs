@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement};
 
 use super::GateError;
-use super::disclose::Gate;
+use super::disclose::{Gate, disclosure};
 use super::events::{MinimisedEvent, minimised_events};
 use super::grant::PurposeGrant;
 use super::load::load_record;
@@ -16,7 +16,7 @@ use super::view::{MinimisedProfile, minimise};
 use crate::audit::{NewEntry, Outcome};
 use crate::policy::LegalBasis;
 use crate::segmentation::sql::Dialect;
-use crate::store::disclosures::{self, DisclosureRow};
+use crate::store::disclosures;
 use crate::store::{StoreError, recipients};
 
 pub fn dialect(b: DbBackend) -> Dialect {
@@ -51,10 +51,7 @@ fn latest(name: &str, field: &str, now: i64) -> Expr {
 /// The gate's conditions for `grant` at `now` (microseconds), on `s` (subjects).
 pub fn gate_condition(grant: &PurposeGrant, d: Dialect, now: i64) -> Expr {
     let p = &grant.purpose;
-    let coalesce = |e: Expr| match d {
-        Dialect::Sqlite => Expr::cust_with_exprs("COALESCE(?, '')", [e]),
-        Dialect::Postgres => Expr::cust_with_exprs("COALESCE($1, '')", [e]),
-    };
+    let coalesce = |e: Expr| crate::segmentation::sql::cust(d, "COALESCE({}, '')", vec![e]);
     let is_refused =
         |name: &str| coalesce(latest(name, "status", now)).is_in(["denied", "withdrawn"]);
     let is_gpc = |name: &str| coalesce(latest(name, "method", now)).eq("gpc");
@@ -237,19 +234,7 @@ impl Gate<'_> {
                 at,
             )
             .await?;
-            disclosures::insert(
-                &txn,
-                &DisclosureRow {
-                    id: uuid::Uuid::now_v7().simple().to_string(),
-                    recipient_id: grant.recipient().to_owned(),
-                    subject_id: subject.clone(),
-                    purpose: grant.purpose().name.clone(),
-                    attributes: m.view.disclosed(),
-                    disclosed_at: at,
-                    key_id: grant.key_id.clone(),
-                },
-            )
-            .await?;
+            disclosures::insert(&txn, &disclosure(grant, subject, m.view.disclosed(), at)).await?;
         }
         let mut audited = vec![
             format!("recipient:{}", grant.recipient()),

@@ -241,15 +241,7 @@ impl Gate<'_> {
         audited.extend(attributes.iter().map(|a| format!("disclosed:{a}")));
         disclosures::insert(
             txn,
-            &DisclosureRow {
-                id: uuid::Uuid::now_v7().simple().to_string(),
-                recipient_id: grant.recipient().to_owned(),
-                subject_id: subject.to_owned(),
-                purpose: grant.purpose().name.clone(),
-                attributes,
-                disclosed_at: self.now.unix_micros(),
-                key_id: grant.key_id.clone(),
-            },
+            &disclosure(grant, subject, attributes, self.now.unix_micros()),
         )
         .await?;
         let entry = NewEntry {
@@ -261,5 +253,23 @@ impl Gate<'_> {
         };
         self.audit.append(txn, entry).await?;
         Ok(())
+    }
+}
+
+/// The record that `attributes` of `subject` went to the grant's recipient at `at`.
+pub(super) fn disclosure(
+    grant: &PurposeGrant,
+    subject: &str,
+    attributes: Vec<String>,
+    at: i64,
+) -> DisclosureRow {
+    DisclosureRow {
+        id: uuid::Uuid::now_v7().simple().to_string(),
+        recipient_id: grant.recipient().to_owned(),
+        subject_id: subject.to_owned(),
+        purpose: grant.purpose().name.clone(),
+        attributes,
+        disclosed_at: at,
+        key_id: grant.key_id.clone(),
     }
 }
