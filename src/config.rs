@@ -82,6 +82,9 @@ pub struct Settings {
     pub tls_terminated_upstream: bool,
     /// A cart untouched this long (seconds) is marked abandoned.
     pub cart_abandonment_quiet_secs: u64,
+    /// An export that made no progress for this long (seconds; its process died or its
+    /// client stopped reading) is marked interrupted.
+    pub export_stale_secs: u64,
 }
 
 impl Default for Settings {
@@ -115,6 +118,7 @@ impl Default for Settings {
             audit_origin: "consentry.local/audit".into(),
             tls_terminated_upstream: false,
             cart_abandonment_quiet_secs: 3600,
+            export_stale_secs: 600,
         }
     }
 }

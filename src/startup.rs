@@ -358,6 +358,9 @@ async fn maintain(state: web::Data<AppState>) {
                 if let Err(e) = resume_requests(&state).await {
                     tracing::warn!(error = %e, "resuming interrupted data-subject requests failed");
                 }
+                if let Err(e) = interrupt_stale_exports(&state).await {
+                    tracing::warn!(error = %e, "recording stalled exports as interrupted failed");
+                }
             }
             _ = notice_tick.tick() => {
                 let outbox = crate::subject_requests::notices::Outbox {
@@ -373,6 +376,28 @@ async fn maintain(state: web::Data<AppState>) {
             }
         }
     }
+}
+
+/// Exports whose producer died (or whose client stopped reading) for longer than
+/// `export_stale_secs`, recorded as interrupted with their audit entries.
+pub async fn interrupt_stale_exports(
+    state: &AppState,
+) -> Result<usize, crate::policy::gate::GateError> {
+    let keyring = state.keyring.get();
+    let now = state.clock.now();
+    let gate = crate::policy::gate::Gate {
+        db: &state.db,
+        master: &state.master,
+        keyring: &keyring,
+        audit: &state.audit,
+        actor: crate::domain::Actor::system(),
+        request_id: None,
+        now,
+    };
+    let stale = i64::try_from(state.settings.export_stale_secs.saturating_mul(1_000_000))
+        .unwrap_or(i64::MAX);
+    gate.interrupt_stale_exports(now.unix_micros().saturating_sub(stale))
+        .await
 }
 
 /// Data-subject requests a crash left `in_progress`, run to their end.

@@ -9,6 +9,7 @@ mod m20261203_000005_consents;
 mod m20261203_000006_recipients;
 mod m20261203_000007_dsar;
 mod m20261203_000008_segments;
+mod m20261203_000009_exports;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000006_recipients::Migration),
             Box::new(m20261203_000007_dsar::Migration),
             Box::new(m20261203_000008_segments::Migration),
+            Box::new(m20261203_000009_exports::Migration),
         ]
     }
 }

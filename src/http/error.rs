@@ -43,10 +43,11 @@ pub enum ErrorCode {
     MailUnavailable,
     InvalidRule,
     PurposeMismatch,
+    InvalidSince,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidQuery,
@@ -75,6 +76,7 @@ impl ErrorCode {
         ErrorCode::MailUnavailable,
         ErrorCode::InvalidRule,
         ErrorCode::PurposeMismatch,
+        ErrorCode::InvalidSince,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +120,7 @@ impl ErrorCode {
             C::MailUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "mail_unavailable"),
             C::InvalidRule => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_rule"),
             C::PurposeMismatch => (StatusCode::UNPROCESSABLE_ENTITY, "purpose_mismatch"),
+            C::InvalidSince => (StatusCode::CONFLICT, "invalid_since"),
         }
     }
 }
@@ -436,6 +439,7 @@ impl From<crate::policy::segments::SegmentError> for ApiError {
             E::Purpose(_) => ApiError::new(ErrorCode::PurposeMismatch, e.to_string()),
             E::Invalid(m) => ApiError::new(ErrorCode::ValidationFailed, m),
             E::NotFound => ApiError::new(ErrorCode::NotFound, e.to_string()),
+            E::Since(m) => ApiError::new(ErrorCode::InvalidSince, m),
             E::Authorize(a) => a.into(),
             E::Gate(g) => g.into(),
             E::Store(s) => s.into(),

@@ -38,7 +38,7 @@ use routes::{
         dsar::create, dsar::list, dsar::show, dsar::verify, dsar::extend, dsar::reject,
         dsar::withdraw, dsar::execute, dsar::package, dsar::rectify,
         segments::create, segments::list, segments::get, segments::delete, segments::count,
-        segments::preview,
+        segments::preview, segments::export, segments::exports, segments::export_status,
     ),
     modifiers(&Security),
     tags(
@@ -49,7 +49,7 @@ use routes::{
         (name = "subjects", description = "Finding subjects and restricting processing (dpo)"),
         (name = "dsar", description = "Data-subject requests and their deadlines (dpo; ingest may file)"),
         (name = "recipients", description = "Recipients (admin) and the minimised profiles an ESP reads (esp)"),
-        (name = "segments", description = "Segments checked against their purpose; counts and previews through the gate (esp, admin)"),
+        (name = "segments", description = "Segments checked against their purpose; counts, previews and streamed audience exports through the gate (esp, admin)"),
         (name = "policies", description = "The record of processing activities (dpo, auditor) and policy reloads (admin)"),
         (name = "consents", description = "The consent ledger (ingest, dpo)"),
         (name = "imports", description = "Offline CRM, POS and loyalty files (ingest)"),
@@ -169,6 +169,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
     )
     .service(resource("/v1/segments/{id}/count").route(web::get().to(segments::count)))
     .service(resource("/v1/segments/{id}/preview").route(web::get().to(segments::preview)))
+    .service(resource("/v1/segments/{id}/export").route(web::get().to(segments::export)))
+    .service(resource("/v1/segments/{id}/exports").route(web::get().to(segments::exports)))
+    .service(resource("/v1/exports/{id}").route(web::get().to(segments::export_status)))
     .service(resource("/v1/ropa").route(web::get().to(policies::ropa)))
     .service(resource("/v1/policies/reload").route(web::post().to(policies::reload)))
     .service(resource("/v1/identify").route(web::post().to(tracking::identify)))

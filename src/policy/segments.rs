@@ -16,13 +16,17 @@ use utoipa::ToSchema;
 use crate::audit::{AuditError, AuditLog, NewEntry, Outcome};
 use crate::auth::Caller;
 use crate::crypto::{Keyring, MasterKey};
+use crate::domain::Clock;
 use crate::domain::{Actor, Role, Timestamp};
 use crate::policy::Policies;
+use crate::policy::gate::audience::ExportEnd;
 use crate::policy::gate::audience::{self, Member};
 use crate::policy::gate::{
     AuthorizeError, Gate, GateError, MinimisedProfile, PurposeGrant, grant_for,
 };
+use crate::segmentation::export::{Encoder, Format};
 use crate::segmentation::{Offence, Rule, RuleError, check, sql};
+use crate::store::exports::{self, ExportRow};
 use crate::store::segments::{self as repo, SegmentRow};
 use crate::store::{Db, StoreError};
 
@@ -36,6 +40,8 @@ pub enum SegmentError {
     Invalid(String),
     #[error("no segment has that id")]
     NotFound,
+    #[error("{0}")]
+    Since(String),
     #[error(transparent)]
     Authorize(#[from] AuthorizeError),
     #[error(transparent)]
@@ -225,6 +231,8 @@ impl Segments<'_> {
         let row = self.row(id).await?;
         let txn = self.db.begin_write().await?;
         repo::delete(&txn, id).await?;
+        // Its exports stay on record; their member lists can no longer be a base.
+        exports::prune(&txn, id, &row.recipient_id, 0).await?;
         self.audited(&txn, "segment.delete", &row, vec![]).await?;
         txn.commit().await.map_err(StoreError::from)?;
         Ok(())
@@ -256,14 +264,7 @@ impl Segments<'_> {
     /// How many people are in the segment now, with every gate condition applied.
     pub async fn count(&self, id: &str) -> Result<u64, SegmentError> {
         let c = self.compiled(id).await?;
-        let n = audience::count(
-            self.db.conn(),
-            &c.grant,
-            self.condition(&c),
-            self.now.unix_micros(),
-        )
-        .await?;
-        Ok(n)
+        Ok(self.gate().count(&c.grant, self.condition(&c)).await?)
     }
 
     fn gate(&self) -> Gate<'_> {
@@ -317,4 +318,342 @@ pub fn commitment(members: &[(String, Member)]) -> String {
         ctx.update(b"\n");
     }
     format!("pseudonyms:{}", hex::encode(ctx.finish().as_ref()))
+}
+
+/// One export, as recorded.
+#[derive(Serialize, ToSchema)]
+pub struct ExportView {
+    pub id: String,
+    pub segment: String,
+    pub recipient: String,
+    pub purpose: String,
+    pub format: String,
+    /// The base of a delta export.
+    pub since: Option<String>,
+    /// `running`, `complete` or `interrupted`.
+    pub status: String,
+    /// Rows recorded and sent (a delta: joined and left rows).
+    pub rows: i64,
+    /// Members of the segment read so far (all of them, once complete).
+    pub members: i64,
+    /// `pseudonyms:<hex>`, SHA-256 over each row's pseudonym and a newline, in row order.
+    pub commitment: Option<String>,
+    /// Whether it can be the `since` of a later export.
+    pub usable_as_since: bool,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+impl From<ExportRow> for ExportView {
+    fn from(e: ExportRow) -> Self {
+        let time = |t: i64| crate::domain::Timestamp::from_unix_micros(t).to_rfc3339();
+        Self {
+            usable_as_since: e.status == exports::COMPLETE && e.members_kept,
+            id: e.id,
+            segment: e.segment_id,
+            recipient: e.recipient_id,
+            purpose: e.purpose,
+            format: e.format,
+            since: e.since_id,
+            status: e.status,
+            rows: e.rows,
+            members: e.members,
+            commitment: e.commitment,
+            started_at: time(e.started_at),
+            finished_at: e.finished_at.map(time),
+        }
+    }
+}
+
+/// Members read, recorded and sent per page of an export.
+pub const EXPORT_PAGE: u64 = 500;
+/// Complete exports of a segment (per recipient) whose member lists are kept as `since`
+/// bases; older lists are dropped.
+pub const EXPORT_BASES_KEPT: u64 = 3;
+
+/// An export, started: its row (running) and what its producer needs.
+pub struct ExportPlan {
+    pub export: ExportRow,
+    compiled: Compiled,
+    encoder: Encoder,
+}
+
+/// Why an export's stream stopped early; the HTTP body is cut, so the client sees an
+/// incomplete transfer rather than a short file that looks whole.
+#[derive(Debug)]
+pub struct ExportAborted;
+
+impl std::fmt::Display for ExportAborted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the export stopped before its end; it is recorded as interrupted")
+    }
+}
+
+impl std::error::Error for ExportAborted {}
+
+/// The chunks of an export's body.
+pub type ExportSink = tokio::sync::mpsc::Sender<Result<Vec<u8>, ExportAborted>>;
+
+/// SHA-256 over the pseudonym of every row, in the order of the rows, each followed by a
+/// newline: the export's commitment (the recipient can recompute it from the file).
+struct Commitment(digest::Context);
+
+impl Default for Commitment {
+    fn default() -> Self {
+        Self(digest::Context::new(&digest::SHA256))
+    }
+}
+
+impl Commitment {
+    fn add(&mut self, pseudonym: &str) {
+        self.0.update(pseudonym.as_bytes());
+        self.0.update(b"\n");
+    }
+
+    fn value(&self) -> String {
+        format!(
+            "pseudonyms:{}",
+            hex::encode(self.0.clone().finish().as_ref())
+        )
+    }
+}
+
+impl Segments<'_> {
+    /// Checks an export request and records the export as running. Nothing is disclosed
+    /// yet; [`Segments::run_export`] produces the rows.
+    pub async fn start_export(
+        &self,
+        id: &str,
+        recipient: &str,
+        format: Format,
+        since: Option<&str>,
+    ) -> Result<ExportPlan, SegmentError> {
+        let compiled = self.compiled(id).await?;
+        if compiled.row.recipient_id != recipient {
+            return Err(SegmentError::Invalid(format!(
+                "recipient: this segment is built for recipient `{}`; export it to that recipient",
+                compiled.row.recipient_id
+            )));
+        }
+        if let Some(base) = since {
+            let found = exports::get(self.db.conn(), base).await?;
+            let Some(b) = found.filter(|b| b.segment_id == id && b.recipient_id == recipient)
+            else {
+                return Err(SegmentError::Since(
+                    "since: no export of this segment to this recipient has that id".into(),
+                ));
+            };
+            if b.status != exports::COMPLETE {
+                return Err(SegmentError::Since(format!(
+                    "since: that export is {}, not complete; give the id of a complete export, or export in full",
+                    b.status
+                )));
+            }
+            if !b.members_kept {
+                return Err(SegmentError::Since(format!(
+                    "since: only the newest {EXPORT_BASES_KEPT} complete exports can be a base; export in full"
+                )));
+            }
+        }
+        let now = self.now.unix_micros();
+        let export = ExportRow {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            segment_id: compiled.row.id.clone(),
+            recipient_id: recipient.to_owned(),
+            purpose: compiled.row.purpose.clone(),
+            format: format.as_str().to_owned(),
+            since_id: since.map(str::to_owned),
+            status: exports::RUNNING.to_owned(),
+            rows: 0,
+            members: 0,
+            commitment: None,
+            members_kept: true,
+            created_by: self.actor.key_id.clone(),
+            started_at: now,
+            updated_at: now,
+            finished_at: None,
+        };
+        exports::insert(self.db.conn(), &export).await?;
+        let encoder = Encoder::new(&compiled.grant, format, since.is_some());
+        Ok(ExportPlan {
+            export,
+            compiled,
+            encoder,
+        })
+    }
+
+    /// Produces an export's rows into `sink`, a page at a time: each page's members are
+    /// read and minimised by the gate, recorded (held pseudonyms, disclosure records,
+    /// progress) in one transaction, and only then sent. Consent and the other gate
+    /// conditions are evaluated as each page is read. When the client goes away or a
+    /// step fails, the export is recorded as interrupted, with the rows recorded so far.
+    pub async fn run_export(&self, plan: ExportPlan, clock: &dyn Clock, sink: ExportSink) {
+        let mut state = Progress::default();
+        let end = self.produce(&plan, clock, &sink, &mut state).await;
+        let (end, reason) = match end {
+            Ok(true) => (ExportEnd::Complete, None),
+            Ok(false) => (ExportEnd::Interrupted, Some("client_gone")),
+            Err(e) => {
+                tracing::error!(error = %e, export = %plan.export.id, "export failed");
+                let _ = sink.send(Err(ExportAborted)).await;
+                (ExportEnd::Interrupted, Some("failed"))
+            }
+        };
+        let mut attributes = vec![
+            format!("rows:{}", state.rows),
+            format!("members:{}", state.members),
+            state.commitment.value(),
+        ];
+        if let Some(r) = reason {
+            attributes.push(format!("reason:{r}"));
+        }
+        let gate = Gate {
+            now: clock.now(),
+            ..self.gate()
+        };
+        let commitment = state.commitment.value();
+        if let Err(e) = gate
+            .finish_export(
+                &plan.export,
+                end,
+                Some(&commitment),
+                EXPORT_BASES_KEPT,
+                attributes,
+            )
+            .await
+        {
+            // The stale-export sweep records it later.
+            tracing::error!(error = %e, export = %plan.export.id, "recording the end of an export failed");
+        }
+    }
+
+    /// `Ok(true)`: every row sent; `Ok(false)`: the client went away, or the export was
+    /// marked interrupted meanwhile.
+    async fn produce(
+        &self,
+        plan: &ExportPlan,
+        clock: &dyn Clock,
+        sink: &ExportSink,
+        state: &mut Progress,
+    ) -> Result<bool, SegmentError> {
+        let c = &plan.compiled;
+        let condition = self.condition(c);
+        let header = plan.encoder.header();
+        if !header.is_empty() && sink.send(Ok(header.into_bytes())).await.is_err() {
+            return Ok(false);
+        }
+        let base = plan.export.since_id.as_deref();
+        let mut after: Option<String> = None;
+        loop {
+            let gate = Gate {
+                now: clock.now(),
+                ..self.gate()
+            };
+            let (page, last) = gate
+                .members(
+                    &c.grant,
+                    condition.clone(),
+                    after.as_deref(),
+                    EXPORT_PAGE,
+                    false,
+                )
+                .await?;
+            let Some(last) = last else { break };
+            after = Some(last);
+            let held = match base {
+                Some(b) => {
+                    let ps: Vec<String> = page
+                        .iter()
+                        .map(|(_, m)| m.view.pseudonym().as_ref().to_owned())
+                        .collect();
+                    exports::held(self.db.conn(), b, &ps).await?
+                }
+                None => Default::default(),
+            };
+            let mut body = String::new();
+            let mut rows = 0;
+            for (_, m) in &page {
+                let p = m.view.pseudonym().as_ref();
+                if held.contains(p) {
+                    continue;
+                }
+                plan.encoder.member(&m.view, &mut body);
+                state.commitment.add(p);
+                rows += 1;
+            }
+            let totals = (state.rows + rows, state.members + page.len() as i64);
+            if !gate
+                .record_export_page(&c.grant, &plan.export.id, &page, &held, totals)
+                .await?
+            {
+                return Ok(false);
+            }
+            (state.rows, state.members) = totals;
+            if !body.is_empty() && sink.send(Ok(body.into_bytes())).await.is_err() {
+                return Ok(false);
+            }
+        }
+        let Some(base) = base else { return Ok(true) };
+        let mut after: Option<String> = None;
+        loop {
+            let left = exports::left(
+                self.db.conn(),
+                base,
+                &plan.export.id,
+                after.as_deref(),
+                EXPORT_PAGE,
+            )
+            .await?;
+            let Some(last) = left.last().cloned() else {
+                break;
+            };
+            after = Some(last);
+            let mut body = String::new();
+            for p in &left {
+                plan.encoder.left(p, &mut body);
+                state.commitment.add(p);
+            }
+            state.rows += left.len() as i64;
+            let txn = self.db.begin_write().await?;
+            let running = exports::progress(
+                &txn,
+                &plan.export.id,
+                state.rows,
+                state.members,
+                clock.now().unix_micros(),
+            )
+            .await?;
+            txn.commit().await.map_err(StoreError::from)?;
+            if !running || sink.send(Ok(body.into_bytes())).await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// An export of one of the caller's segments.
+    pub async fn export(&self, export_id: &str) -> Result<ExportView, SegmentError> {
+        let Some(e) = exports::get(self.db.conn(), export_id).await? else {
+            return Err(SegmentError::NotFound);
+        };
+        self.row(&e.segment_id).await?;
+        Ok(e.into())
+    }
+
+    /// A segment's exports, newest first.
+    pub async fn exports(&self, id: &str) -> Result<Vec<ExportView>, SegmentError> {
+        self.row(id).await?;
+        Ok(exports::of_segment(self.db.conn(), id, 100)
+            .await?
+            .into_iter()
+            .map(ExportView::from)
+            .collect())
+    }
+}
+
+#[derive(Default)]
+struct Progress {
+    rows: i64,
+    members: i64,
+    commitment: Commitment,
 }

@@ -51,7 +51,10 @@ pub struct Taxonomy {
     categories: BTreeMap<String, Category>,
     /// Squashed attribute name or alias → category.
     names: HashMap<String, String>,
-    attributes: usize,
+    /// The attributes as the file lists them: (name, category).
+    listed: Vec<(String, String)>,
+    /// Squashed attribute name or alias → its index in `listed`.
+    canonical: HashMap<String, usize>,
 }
 
 /// Names compare without case, `_`, `-`, `.` or spaces: `first_name` = `firstName`.
@@ -125,6 +128,8 @@ impl Taxonomy {
             );
         }
         let mut names: HashMap<String, String> = HashMap::new();
+        let mut listed = Vec::new();
+        let mut canonical = HashMap::new();
         let mut first_spelling: HashMap<String, String> = HashMap::new();
         for (name, def) in &raw.attributes.0 {
             let line = file.line_of("attributes", name);
@@ -147,6 +152,8 @@ impl Taxonomy {
                 );
                 continue;
             }
+            let index = listed.len();
+            listed.push((name.clone(), def.category.clone()));
             for spelling in std::iter::once(name).chain(&def.aliases) {
                 let key = squash(spelling);
                 if key.is_empty() {
@@ -159,6 +166,7 @@ impl Taxonomy {
                     );
                 } else {
                     first_spelling.insert(key.clone(), spelling.clone());
+                    canonical.insert(key.clone(), index);
                     names.insert(key, def.category.clone());
                 }
             }
@@ -166,7 +174,8 @@ impl Taxonomy {
         (errors.0.len() == before).then_some(Self {
             categories,
             names,
-            attributes: raw.attributes.0.len(),
+            listed,
+            canonical,
         })
     }
 
@@ -196,7 +205,20 @@ impl Taxonomy {
     }
 
     pub fn attribute_count(&self) -> usize {
-        self.attributes
+        self.listed.len()
+    }
+
+    /// The attributes as the file lists them: (name, category).
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.listed.iter().map(|(n, c)| (n.as_str(), c.as_str()))
+    }
+
+    /// The listed name `name` is a spelling of (`firstName` → `first_name`).
+    pub fn canonical(&self, name: &str) -> Option<&str> {
+        self.canonical
+            .get(&squash(name))
+            .and_then(|&i| self.listed.get(i))
+            .map(|(n, _)| n.as_str())
     }
 
     /// Removes, at any depth of event properties, every key naming a sealed category.

@@ -3,6 +3,7 @@
 //! `MinimisedProfile`, `MinimisedEvent` and `PurposeGrant` (SPEC §4).
 pub mod check;
 pub mod eval;
+pub mod export;
 pub mod rule;
 pub mod sql;
 

@@ -10,16 +10,35 @@ pub async fn load<C: ConnectionTrait>(
     c: &C,
     subject_id: &str,
 ) -> Result<Option<Aggregates>, StoreError> {
-    let Some(m) = Aggregate::find_by_id(subject_id.to_owned()).one(c).await? else {
-        return Ok(None);
-    };
+    Aggregate::find_by_id(subject_id.to_owned())
+        .one(c)
+        .await?
+        .map(from_model)
+        .transpose()
+}
+
+/// The aggregates of the subjects in `ids` that have them, by subject (one query).
+pub async fn load_in<C: ConnectionTrait>(
+    c: &C,
+    ids: &[String],
+) -> Result<Vec<(String, Aggregates)>, StoreError> {
+    Aggregate::find()
+        .filter(aggregate::Column::SubjectId.is_in(ids.iter().cloned()))
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|m| Ok((m.subject_id.clone(), from_model(m)?)))
+        .collect()
+}
+
+fn from_model(m: aggregate::Model) -> Result<Aggregates, StoreError> {
     let list = |s: &str| -> Result<Vec<String>, StoreError> {
         serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
             table: "aggregates",
             reason: e.to_string(),
         })
     };
-    Ok(Some(Aggregates {
+    Ok(Aggregates {
         last_page_view_at: m.last_page_view_at,
         last_email_open_at: m.last_email_open_at,
         last_email_click_at: m.last_email_click_at,
@@ -31,7 +50,7 @@ pub async fn load<C: ConnectionTrait>(
         cart: list(&m.cart)?,
         cart_updated_at: m.cart_updated_at,
         cart_abandoned_at: m.cart_abandoned_at,
-    }))
+    })
 }
 
 fn model(subject_id: &str, a: &Aggregates, now: i64) -> aggregate::ActiveModel {

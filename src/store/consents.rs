@@ -63,8 +63,16 @@ pub async fn history<C: ConnectionTrait>(
     c: &C,
     subject_id: &str,
 ) -> Result<Vec<ConsentRow>, StoreError> {
+    histories(c, &[subject_id.to_owned()]).await
+}
+
+/// The records of every subject in `ids`, each subject's in [`history`] order (one query).
+pub async fn histories<C: ConnectionTrait>(
+    c: &C,
+    ids: &[String],
+) -> Result<Vec<ConsentRow>, StoreError> {
     Ok(Consent::find()
-        .filter(consent::Column::SubjectId.eq(subject_id))
+        .filter(consent::Column::SubjectId.is_in(ids.iter().cloned()))
         .order_by_asc(consent::Column::CapturedAt)
         .order_by_asc(consent::Column::RecordedAt)
         .order_by_asc(consent::Column::Id)

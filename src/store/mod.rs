@@ -8,6 +8,7 @@ pub mod disclosures;
 pub mod dsar;
 mod entity;
 pub mod erasure;
+pub mod exports;
 pub mod keyring;
 pub mod notices;
 pub mod profiles;

@@ -76,8 +76,16 @@ pub async fn identifiers_of<C: ConnectionTrait>(
     c: &C,
     subject_id: &str,
 ) -> Result<Vec<IdentifierRow>, StoreError> {
+    identifiers_in(c, &[subject_id.to_owned()]).await
+}
+
+/// The identifiers of every subject in `ids` (one query; callers keep `ids` to a page).
+pub async fn identifiers_in<C: ConnectionTrait>(
+    c: &C,
+    ids: &[String],
+) -> Result<Vec<IdentifierRow>, StoreError> {
     Ok(Identifier::find()
-        .filter(identifier::Column::SubjectId.eq(subject_id))
+        .filter(identifier::Column::SubjectId.is_in(ids.iter().cloned()))
         .all(c)
         .await?
         .into_iter()
@@ -213,6 +221,20 @@ pub async fn subject_key<C: ConnectionTrait>(
         .map(|m| m.wrapped))
 }
 
+/// The wrapped data keys of the subjects in `ids`, by subject.
+pub async fn subject_keys_in<C: ConnectionTrait>(
+    c: &C,
+    ids: &[String],
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    Ok(SubjectKey::find()
+        .filter(subject_key::Column::SubjectId.is_in(ids.iter().cloned()))
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|m| (m.subject_id, m.wrapped))
+        .collect())
+}
+
 /// Widens the subject's first/last seen to include `first..=last`.
 pub async fn seen<C: ConnectionTrait>(
     c: &C,
@@ -265,8 +287,16 @@ pub async fn traits_of<C: ConnectionTrait>(
     c: &C,
     subject_id: &str,
 ) -> Result<Vec<TraitRow>, StoreError> {
+    traits_in(c, &[subject_id.to_owned()]).await
+}
+
+/// The traits of every subject in `ids` (one query).
+pub async fn traits_in<C: ConnectionTrait>(
+    c: &C,
+    ids: &[String],
+) -> Result<Vec<TraitRow>, StoreError> {
     Ok(Trait::find()
-        .filter(subject_trait::Column::SubjectId.eq(subject_id))
+        .filter(subject_trait::Column::SubjectId.is_in(ids.iter().cloned()))
         .all(c)
         .await?
         .into_iter()
@@ -355,6 +385,17 @@ pub struct SubjectRow {
     pub last_seen_at: i64,
 }
 
+impl From<subject::Model> for SubjectRow {
+    fn from(m: subject::Model) -> Self {
+        Self {
+            id: m.id,
+            status: m.status,
+            first_seen_at: m.first_seen_at,
+            last_seen_at: m.last_seen_at,
+        }
+    }
+}
+
 pub async fn subject<C: ConnectionTrait>(
     c: &C,
     id: &str,
@@ -362,12 +403,21 @@ pub async fn subject<C: ConnectionTrait>(
     Ok(Subject::find_by_id(id.to_owned())
         .one(c)
         .await?
-        .map(|m| SubjectRow {
-            id: m.id,
-            status: m.status,
-            first_seen_at: m.first_seen_at,
-            last_seen_at: m.last_seen_at,
-        }))
+        .map(SubjectRow::from))
+}
+
+/// The subjects in `ids` that exist (one query).
+pub async fn subjects_in<C: ConnectionTrait>(
+    c: &C,
+    ids: &[String],
+) -> Result<Vec<SubjectRow>, StoreError> {
+    Ok(Subject::find()
+        .filter(subject::Column::Id.is_in(ids.iter().cloned()))
+        .all(c)
+        .await?
+        .into_iter()
+        .map(SubjectRow::from)
+        .collect())
 }
 
 /// Inserts events, skipping any (source, message id) already stored. Returns how many

@@ -102,6 +102,9 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     ("delete", "/v1/segments/{id}", Some(&["esp", "admin"])),
     ("get", "/v1/segments/{id}/count", Some(&["esp", "admin"])),
     ("get", "/v1/segments/{id}/preview", Some(&["esp", "admin"])),
+    ("get", "/v1/segments/{id}/export", Some(&["esp", "admin"])),
+    ("get", "/v1/segments/{id}/exports", Some(&["esp", "admin"])),
+    ("get", "/v1/exports/{id}", Some(&["esp", "admin"])),
 ];
 
 /// The tracking API takes its write key as the HTTP Basic user name, as Segment's clients send it.

@@ -8,6 +8,7 @@ mod consents;
 mod crash;
 mod dsar;
 mod errors;
+mod exports;
 mod gate;
 mod health;
 mod helpers;

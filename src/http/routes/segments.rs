@@ -6,7 +6,8 @@ use utoipa::ToSchema;
 
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{Authorized, EspOrAdmin, JsonBody, Query};
-use crate::policy::segments::{NewSegment, Preview, SegmentView, Segments};
+use crate::policy::segments::{ExportView, NewSegment, Preview, SegmentView, Segments};
+use crate::segmentation::export::Format;
 use crate::startup::AppState;
 
 fn service<'a>(
@@ -136,6 +137,8 @@ pub async fn count(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let keyring = state.keyring.get();
+    let recipient = service(&state, &keyring, &auth).get(&path).await?.recipient;
+    let keyring = state.keyring_for(&recipient).await?;
     let count = service(&state, &keyring, &auth).count(&path).await?;
     Ok(HttpResponse::Ok().json(Count {
         segment: path.into_inner(),
@@ -183,4 +186,137 @@ pub async fn preview(
         .preview(&path, limit)
         .await?;
     Ok(HttpResponse::Ok().json(v))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// The recipient the audience goes to: the one the segment is built for (an esp key:
+    /// its own).
+    pub recipient: String,
+    /// `ndjson` (the default; one minimised view per line) or `csv` (columns in the
+    /// order the README documents, ready for an ESP's list import).
+    #[param(value_type = Option<String>)]
+    pub format: Option<Format>,
+    /// The id of an earlier complete export of this segment to this recipient: send only
+    /// the members who joined since (whole rows, `change: joined`) and those who left
+    /// (`change: left`, the pseudonym alone).
+    pub since: Option<String>,
+}
+
+/// Export the segment's audience to its recipient, streamed: every row the member's
+/// minimised view with the recipient's pseudonym, consent evaluated as the rows are
+/// read. Each page of rows is recorded (a disclosure record per member) before it is
+/// sent; the export ends with one audit entry holding the row count and a commitment to
+/// the pseudonyms sent (`pseudonyms:<hex SHA-256 of each row's pseudonym and a newline,
+/// in row order>`). The export's id is in the `Consentry-Export-Id` header; a body that
+/// ends early (the transfer is cut, not closed) is an interrupted export, recorded as such.
+#[utoipa::path(get, path = "/v1/segments/{id}/export", tag = "segments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The segment id"), ExportQuery),
+    responses(
+    (status = 200, description = "The rows, streamed", content(
+        (String = "application/x-ndjson"),
+        (String = "text/csv")),
+        headers(("Consentry-Export-Id" = String, description = "This export's id (for `since` and GET /v1/exports/{id})"))),
+    (status = 400, description = "Bad query (recipient missing, unknown format) or not the segment's recipient", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not an esp or admin key, or the purpose is no longer the key's", body = ErrorBody),
+    (status = 404, description = "No such segment (or another recipient's)", body = ErrorBody),
+    (status = 409, description = "invalid_since: `since` is not a complete export of this segment to this recipient, or too old", body = ErrorBody),
+    (status = 422, description = "The policies in force no longer allow the rule (purpose_mismatch)", body = ErrorBody),
+    (status = 503, description = "Database unavailable; nothing disclosed", body = ErrorBody)))]
+pub async fn export(
+    state: web::Data<AppState>,
+    auth: Authorized<EspOrAdmin>,
+    path: web::Path<String>,
+    q: Query<ExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = q.parse()?;
+    let format = q.format.unwrap_or(Format::Ndjson);
+    let keyring = state.keyring_for(&q.recipient).await?;
+    let svc = service(&state, &keyring, &auth);
+    let now = svc.now;
+    let plan = svc
+        .start_export(&path, &q.recipient, format, q.since.as_deref())
+        .await?;
+    let id = plan.export.id.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let state = state.into_inner();
+    let caller = auth.caller.clone();
+    let actor = auth.actor();
+    let request_id = auth.request_id.clone();
+    actix_web::rt::spawn(async move {
+        let svc = Segments {
+            db: &state.db,
+            master: &state.master,
+            keyring: &keyring,
+            audit: &state.audit,
+            policies: state.policies.get(),
+            caller: &caller,
+            actor,
+            request_id,
+            now,
+        };
+        svc.run_export(plan, state.clock.as_ref(), tx).await;
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (chunk.map(web::Bytes::from), rx))
+    });
+    let extension = match format {
+        Format::Ndjson => "ndjson",
+        Format::Csv => "csv",
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(format.content_type())
+        .insert_header(("Consentry-Export-Id", id.clone()))
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"export-{id}.{extension}\""),
+        ))
+        .streaming(body))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ExportList {
+    pub exports: Vec<ExportView>,
+}
+
+/// A segment's exports, newest first (at most 100).
+#[utoipa::path(get, path = "/v1/segments/{id}/exports", tag = "segments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The segment id")),
+    responses(
+    (status = 200, description = "The exports", body = ExportList),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not an esp or admin key", body = ErrorBody),
+    (status = 404, description = "No such segment (or another recipient's)", body = ErrorBody),
+    (status = 503, description = "Database unavailable", body = ErrorBody)))]
+pub async fn exports(
+    state: web::Data<AppState>,
+    auth: Authorized<EspOrAdmin>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let keyring = state.keyring.get();
+    let list = service(&state, &keyring, &auth).exports(&path).await?;
+    Ok(HttpResponse::Ok().json(ExportList { exports: list }))
+}
+
+/// One export: its status, row count and commitment.
+#[utoipa::path(get, path = "/v1/exports/{id}", tag = "segments", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The export id (the `Consentry-Export-Id` header)")),
+    responses(
+    (status = 200, description = "The export", body = ExportView),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not an esp or admin key", body = ErrorBody),
+    (status = 404, description = "No such export (or another recipient's)", body = ErrorBody),
+    (status = 503, description = "Database unavailable", body = ErrorBody)))]
+pub async fn export_status(
+    state: web::Data<AppState>,
+    auth: Authorized<EspOrAdmin>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let keyring = state.keyring.get();
+    let e = service(&state, &keyring, &auth).export(&path).await?;
+    Ok(HttpResponse::Ok().json(e))
 }

@@ -2,7 +2,7 @@
 //! the gate's own conditions in the same query — an active subject, not restricted, the
 //! purpose's legal basis holding now (a current grant of its consent; no objection; no
 //! GPC opt-out for a sale/share purpose). Members that leave go through
-//! [`load_record`] and [`minimise`] one by one as well, so a view is never made from the
+//! [`load_records`] and [`minimise`] as well, so a view is never made from the
 //! SQL's answer alone.
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement};
@@ -11,13 +11,13 @@ use super::GateError;
 use super::disclose::{Gate, disclosure};
 use super::events::{MinimisedEvent, minimised_events};
 use super::grant::PurposeGrant;
-use super::load::load_record;
+use super::load::load_records;
 use super::view::{MinimisedProfile, minimise};
 use crate::audit::{NewEntry, Outcome};
 use crate::policy::LegalBasis;
 use crate::segmentation::sql::Dialect;
 use crate::store::disclosures;
-use crate::store::{StoreError, recipients};
+use crate::store::{StoreError, exports, recipients};
 
 pub fn dialect(b: DbBackend) -> Dialect {
     match b {
@@ -168,6 +168,20 @@ pub async fn is_member<C: ConnectionTrait>(
     Ok(c.query_one_raw(build(c, &q)).await?.is_some())
 }
 
+/// Whether `s` has a date of birth or a stated age: for a purpose with a minimum age,
+/// those are the members only the gate can judge (a date of birth is sealed).
+fn age_data() -> Expr {
+    let mut q = Query::select();
+    q.expr(Expr::val(1))
+        .from_as(Alias::new("traits"), Alias::new("t"))
+        .and_where(col("t", "subject_id").equals((Alias::new("s"), Alias::new("id"))))
+        .and_where(col("t", "category").is_in([
+            "user.demographic.date_of_birth",
+            "user.demographic.age_range",
+        ]));
+    Expr::exists(q)
+}
+
 /// One member of an audience: the view, and the events the purpose may read.
 pub struct Member {
     pub view: MinimisedProfile,
@@ -190,14 +204,14 @@ impl Gate<'_> {
         let now = self.now.unix_micros();
         let ids = member_ids(conn, grant, rule, now, after, limit).await?;
         let last = ids.last().cloned();
+        let page = ids
+            .iter()
+            .map(|id| Ok((id.clone(), self.keyring.pseudonym(grant.recipient(), id)?)))
+            .collect::<Result<Vec<_>, GateError>>()?;
+        let records = load_records(conn, self.master, self.keyring, grant, page).await?;
         let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let pseudonym = self.keyring.pseudonym(grant.recipient(), &id)?;
-            let Some(record) =
-                load_record(conn, self.master, self.keyring, grant, &id, pseudonym).await?
-            else {
-                continue;
-            };
+        for (id, record) in ids.into_iter().zip(records) {
+            let Some(record) = record else { continue };
             let Ok(view) = minimise(&record, grant, self.now) else {
                 continue;
             };
@@ -209,6 +223,37 @@ impl Gate<'_> {
             out.push((id, Member { view, events }));
         }
         Ok((out, last))
+    }
+
+    /// How many subjects the condition selects for `grant` now, every gate condition
+    /// applied. For a purpose with a minimum age, the members with a date of birth or a
+    /// stated age are judged by the gate itself (a page at a time), the others in one
+    /// query; otherwise one query counts all.
+    pub async fn count(&self, grant: &PurposeGrant, rule: Condition) -> Result<u64, GateError> {
+        let conn = self.db.conn();
+        let now = self.now.unix_micros();
+        if grant.purpose.minimum_age.is_none() {
+            return Ok(count(conn, grant, rule, now).await?);
+        }
+        let without = Condition {
+            expr: rule.expr.clone().and(age_data().not()),
+            aggregates: rule.aggregates,
+        };
+        let mut n = count(conn, grant, without, now).await?;
+        let with = Condition {
+            expr: rule.expr.and(age_data()),
+            aggregates: rule.aggregates,
+        };
+        let mut after: Option<String> = None;
+        loop {
+            let (page, last) = self
+                .members(grant, with.clone(), after.as_deref(), 500, false)
+                .await?;
+            let Some(last) = last else { break };
+            n += page.len() as u64;
+            after = Some(last);
+        }
+        Ok(n)
     }
 
     /// Records that `members` were disclosed to the grant's recipient: a disclosure row
@@ -251,5 +296,130 @@ impl Gate<'_> {
         self.audit.append(&txn, entry).await?;
         txn.commit().await.map_err(StoreError::from)?;
         Ok(())
+    }
+}
+
+/// How an export ended, for its audit entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportEnd {
+    Complete,
+    Interrupted,
+}
+
+impl Gate<'_> {
+    /// Records one page of an export, in one transaction: every member's pseudonym as
+    /// held by the export, and, for each member sent (not in `already_held`, the
+    /// pseudonyms of the `since` base), its remembered pseudonym and disclosure record;
+    /// with the export's running totals. `Ok(false)`, with nothing recorded, when the
+    /// export is no longer running (marked interrupted meanwhile): the producer stops.
+    pub async fn record_export_page(
+        &self,
+        grant: &PurposeGrant,
+        export_id: &str,
+        page: &[(String, Member)],
+        already_held: &std::collections::HashSet<String>,
+        totals: (i64, i64),
+    ) -> Result<bool, GateError> {
+        let txn = self.db.begin_write().await?;
+        let at = self.now.unix_micros();
+        if !exports::progress(&txn, export_id, totals.0, totals.1, at).await? {
+            txn.rollback().await.map_err(StoreError::from)?;
+            return Ok(false);
+        }
+        let pseudonyms: Vec<String> = page
+            .iter()
+            .map(|(_, m)| m.view.pseudonym().as_ref().to_owned())
+            .collect();
+        exports::add_members(&txn, export_id, &pseudonyms).await?;
+        for (subject, m) in page {
+            let p = m.view.pseudonym();
+            if already_held.contains(p.as_ref()) {
+                continue;
+            }
+            recipients::remember_pseudonym(
+                &txn,
+                grant.recipient(),
+                p.as_ref(),
+                p.version(),
+                subject,
+                at,
+            )
+            .await?;
+            disclosures::insert(&txn, &disclosure(grant, subject, m.view.disclosed(), at)).await?;
+        }
+        txn.commit().await.map_err(StoreError::from)?;
+        Ok(true)
+    }
+
+    /// Ends a running export with its one audit entry (`attributes`: the counts, the
+    /// commitment ...); a complete export's member list becomes a `since` base and older
+    /// lists beyond the newest `keep` are dropped. `Ok(false)` when it had already ended.
+    pub async fn finish_export(
+        &self,
+        export: &exports::ExportRow,
+        end: ExportEnd,
+        commitment: Option<&str>,
+        keep: u64,
+        attributes: Vec<String>,
+    ) -> Result<bool, GateError> {
+        let txn = self.db.begin_write().await?;
+        let at = self.now.unix_micros();
+        let status = match end {
+            ExportEnd::Complete => exports::COMPLETE,
+            ExportEnd::Interrupted => exports::INTERRUPTED,
+        };
+        if !exports::finish(&txn, &export.id, status, commitment, at).await? {
+            txn.rollback().await.map_err(StoreError::from)?;
+            return Ok(false);
+        }
+        if end == ExportEnd::Complete {
+            exports::prune(&txn, &export.segment_id, &export.recipient_id, keep).await?;
+        }
+        let mut audited = vec![
+            format!("export:{}", export.id),
+            format!("segment:{}", export.segment_id),
+            format!("recipient:{}", export.recipient_id),
+            format!("purpose:{}", export.purpose),
+            format!("status:{status}"),
+        ];
+        if let Some(since) = &export.since_id {
+            audited.push(format!("since:{since}"));
+        }
+        audited.extend(attributes);
+        let outcome = match end {
+            ExportEnd::Complete => Outcome::Ok,
+            ExportEnd::Interrupted => Outcome::Failed,
+        };
+        let entry = NewEntry {
+            purpose: Some(export.purpose.clone()),
+            ..NewEntry::new(self.actor.clone(), "disclosure.segment_export", outcome)
+                .request_id(self.request_id.clone())
+                .attributes(audited)
+        };
+        self.audit.append(&txn, entry).await?;
+        txn.commit().await.map_err(StoreError::from)?;
+        Ok(true)
+    }
+
+    /// Marks interrupted every running export that made no progress since `before` (its
+    /// process died, or its client stopped reading), each with its audit entry: the rows
+    /// recorded so far, whose disclosure records say exactly who. Returns how many.
+    pub async fn interrupt_stale_exports(&self, before: i64) -> Result<usize, GateError> {
+        let stale = exports::stale(self.db.conn(), before).await?;
+        let mut n = 0;
+        for e in stale {
+            let attributes = vec![
+                format!("rows:{}", e.rows),
+                format!("members:{}", e.members),
+                "reason:stalled".to_owned(),
+            ];
+            if self
+                .finish_export(&e, ExportEnd::Interrupted, None, 0, attributes)
+                .await?
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 }

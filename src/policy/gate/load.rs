@@ -1,5 +1,6 @@
 //! Loading the record the gate decides on. Sealed values are opened only when the grant's
 //! purpose may read them (or, for the date of birth, when an age check needs it).
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sea_orm::ConnectionTrait;
@@ -95,10 +96,110 @@ pub async fn load_record<C: ConnectionTrait>(
     subject_id: &str,
     pseudonym: Pseudonym,
 ) -> Result<Option<SubjectRecord>, LoadError> {
-    match profiles::subject(c, subject_id).await? {
-        Some(s) if s.status == "active" => {}
-        _ => return Ok(None),
+    let mut out = load_records(
+        c,
+        master,
+        keyring,
+        grant,
+        vec![(subject_id.to_owned(), pseudonym)],
+    )
+    .await?;
+    Ok(out.pop().flatten())
+}
+
+/// What the tables hold about a page of subjects, grouped by subject.
+#[derive(Default)]
+struct Rows {
+    identifiers: HashMap<String, Vec<profiles::IdentifierRow>>,
+    traits: HashMap<String, Vec<profiles::TraitRow>>,
+    keys: HashMap<String, Vec<u8>>,
+    aggregates: HashMap<String, Aggregates>,
+    decisions: HashMap<String, Vec<Decision>>,
+    restricted: HashSet<String>,
+}
+
+/// The records of a page of subjects (each as its recipient knows it), in the order
+/// given; `None` for those that are not active subjects. One query per table for the
+/// whole page, whatever its size (callers keep it to a few hundred).
+pub async fn load_records<C: ConnectionTrait>(
+    c: &C,
+    master: &MasterKey,
+    keyring: &Keyring,
+    grant: &PurposeGrant,
+    subjects: Vec<(String, Pseudonym)>,
+) -> Result<Vec<Option<SubjectRecord>>, LoadError> {
+    let ids: Vec<String> = subjects.iter().map(|(id, _)| id.clone()).collect();
+    let active: HashSet<String> = profiles::subjects_in(c, &ids)
+        .await?
+        .into_iter()
+        .filter(|s| s.status == "active")
+        .map(|s| s.id)
+        .collect();
+    let ids: Vec<String> = ids.into_iter().filter(|id| active.contains(id)).collect();
+    let mut rows = Rows::default();
+    if !ids.is_empty() {
+        for i in profiles::identifiers_in(c, &ids).await? {
+            rows.identifiers
+                .entry(i.subject_id.clone())
+                .or_default()
+                .push(i);
+        }
+        for t in profiles::traits_in(c, &ids).await? {
+            rows.traits.entry(t.subject_id.clone()).or_default().push(t);
+        }
+        rows.keys = profiles::subject_keys_in(c, &ids)
+            .await?
+            .into_iter()
+            .collect();
+        rows.aggregates = aggregate_repo::load_in(c, &ids)
+            .await?
+            .into_iter()
+            .collect();
+        for r in consents::histories(c, &ids).await? {
+            rows.decisions
+                .entry(r.subject_id)
+                .or_default()
+                .push(Decision {
+                    name: r.consent,
+                    status: r.status,
+                    method: r.method,
+                    captured_at: r.captured_at,
+                });
+        }
+        rows.restricted = subject_flags::having(c, &ids, subject_flags::RESTRICTED).await?;
     }
+    let mut out = Vec::with_capacity(subjects.len());
+    let mut hashes_of = Vec::with_capacity(subjects.len());
+    for (id, pseudonym) in subjects {
+        if !active.contains(&id) {
+            out.push(None);
+            hashes_of.push(Vec::new());
+            continue;
+        }
+        let (record, hashes) = assemble(&mut rows, master, keyring, grant, &id, pseudonym)?;
+        out.push(Some(record));
+        hashes_of.push(hashes);
+    }
+    let all: Vec<String> = hashes_of.iter().flatten().cloned().collect();
+    let listed = suppressions::present(c, &all).await?;
+    for (record, hashes) in out.iter_mut().zip(&hashes_of) {
+        if let Some(r) = record {
+            r.suppressed = hashes.iter().any(|h| listed.contains(h));
+        }
+    }
+    Ok(out)
+}
+
+/// One subject's record from the page's rows, with the suppression hashes of its
+/// identifiers (the caller looks those up for the whole page at once).
+fn assemble(
+    rows: &mut Rows,
+    master: &MasterKey,
+    keyring: &Keyring,
+    grant: &PurposeGrant,
+    subject_id: &str,
+    pseudonym: Pseudonym,
+) -> Result<(SubjectRecord, Vec<String>), LoadError> {
     let policies = Arc::clone(&grant.policies);
     let taxonomy = &policies.taxonomy;
     let category_id = |name: &str| {
@@ -107,8 +208,9 @@ pub async fn load_record<C: ConnectionTrait>(
             .position(|(c, _)| c == name)
             .and_then(|i| u16::try_from(i).ok())
     };
-    let wrapped = profiles::subject_key(c, subject_id).await?;
-    let key = wrapped
+    let key = rows
+        .keys
+        .remove(subject_id)
         .map(|w| SubjectKey::unwrap(master, subject_id, &w))
         .transpose()?;
     let open = |context: &str, sealed: &[u8]| -> Result<Option<String>, LoadError> {
@@ -121,7 +223,7 @@ pub async fn load_record<C: ConnectionTrait>(
     let mut email = None;
     let mut phone = None;
     let mut hashes = Vec::new();
-    for id in profiles::identifiers_of(c, subject_id).await? {
+    for id in rows.identifiers.remove(subject_id).unwrap_or_default() {
         if id.kind != "email" && id.kind != "phone" {
             continue;
         }
@@ -139,12 +241,11 @@ pub async fn load_record<C: ConnectionTrait>(
             *slot = Some((id.created_at, value));
         }
     }
-    let suppressed = !suppressions::present(c, &hashes).await?.is_empty();
 
     let mut attributes = Vec::new();
     let mut born = None;
     let mut stated = None;
-    for t in profiles::traits_of(c, subject_id).await? {
+    for t in rows.traits.remove(subject_id).unwrap_or_default() {
         // Contact identifiers are shown once, normalised, from the identifiers.
         if t.category == "user.contact.email" || t.category == "user.contact.phone_number" {
             continue;
@@ -174,7 +275,7 @@ pub async fn load_record<C: ConnectionTrait>(
             value: if readable { value } else { None },
         });
     }
-    if let Some(a) = aggregate_repo::load(c, subject_id).await? {
+    if let Some(a) = rows.aggregates.remove(subject_id) {
         for (name, value) in aggregate_values(&a) {
             let category = AGGREGATE_CATEGORIES
                 .iter()
@@ -189,23 +290,12 @@ pub async fn load_record<C: ConnectionTrait>(
             });
         }
     }
-    let decisions = consents::history(c, subject_id)
-        .await?
-        .into_iter()
-        .map(|r| Decision {
-            name: r.consent,
-            status: r.status,
-            method: r.method,
-            captured_at: r.captured_at,
-        })
-        .collect();
-    Ok(Some(SubjectRecord {
+    let decisions = rows.decisions.remove(subject_id).unwrap_or_default();
+    let record = SubjectRecord {
         recipient: grant.recipient.to_string(),
         pseudonym,
-        restricted: subject_flags::get(c, subject_id, subject_flags::RESTRICTED)
-            .await?
-            .is_some(),
-        suppressed,
+        restricted: rows.restricted.contains(subject_id),
+        suppressed: false,
         attributes,
         email: email.map(|(_, v)| v),
         phone: phone.map(|(_, v)| v),
@@ -213,5 +303,6 @@ pub async fn load_record<C: ConnectionTrait>(
         born,
         stated_age: stated,
         policies,
-    }))
+    };
+    Ok((record, hashes))
 }

@@ -9,6 +9,8 @@ pub mod disclosure;
 pub mod dsar_request;
 pub mod dsar_transition;
 pub mod event;
+pub mod export;
+pub mod export_member;
 pub mod identifier;
 pub mod identity_conflict;
 pub mod keyring_key;
