@@ -85,6 +85,9 @@ pub struct Settings {
     /// An export that made no progress for this long (seconds; its process died or its
     /// client stopped reading) is marked interrupted.
     pub export_stale_secs: u64,
+    /// How often `serve` recomputes RFM and retrains the propensity model (seconds); 0:
+    /// only on demand.
+    pub scores_interval_secs: u64,
 }
 
 impl Default for Settings {
@@ -119,6 +122,7 @@ impl Default for Settings {
             tls_terminated_upstream: false,
             cart_abandonment_quiet_secs: 3600,
             export_stale_secs: 600,
+            scores_interval_secs: 86_400,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod domain;
 pub mod http;
 pub mod policy;
 pub mod profiles;
+pub mod scores;
 pub mod segmentation;
 pub mod startup;
 pub mod store;

@@ -289,6 +289,8 @@ async fn maintain(state: web::Data<AppState>) {
     let mut resume_tick = tokio::time::interval(minute);
     let sweep_every = Duration::from_secs(state.settings.retention_sweep_interval_secs.max(1));
     let mut sweep_tick = tokio::time::interval_at(start + sweep_every, sweep_every);
+    let scores_every = Duration::from_secs(state.settings.scores_interval_secs.max(1));
+    let mut scores_tick = tokio::time::interval_at(start + scores_every, scores_every);
     let webhooks = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -352,6 +354,17 @@ async fn maintain(state: web::Data<AppState>) {
                 match sweeper.sweep(false).await {
                     Ok(r) => tracing::info!(events = r.events, traits = r.traits, "retention sweep"),
                     Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+                }
+            }
+            _ = scores_tick.tick(), if state.settings.scores_interval_secs > 0 => {
+                let policies = state.policies.get();
+                match crate::scores::compute_all(&state.db, &state.audit, &policies,
+                    crate::domain::Actor::system(), state.clock.now()).await
+                {
+                    Ok(r) => tracing::info!(rfm = r.rfm.scored,
+                        auc = r.propensity.as_ref().map(|p| p.auc),
+                        "scores recomputed"),
+                    Err(e) => tracing::warn!(error = %e, "recomputing scores failed"),
                 }
             }
             _ = resume_tick.tick() => {

@@ -10,6 +10,7 @@ mod m20261203_000006_recipients;
 mod m20261203_000007_dsar;
 mod m20261203_000008_segments;
 mod m20261203_000009_exports;
+mod m20261203_000010_scores;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000007_dsar::Migration),
             Box::new(m20261203_000008_segments::Migration),
             Box::new(m20261203_000009_exports::Migration),
+            Box::new(m20261203_000010_scores::Migration),
         ]
     }
 }

@@ -38,6 +38,27 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+enum ScoresCommand {
+    /// Train the purchase-propensity model on the population's history (features as
+    /// they stood HORIZON days ago, labelled by orders since), report its held-out AUC,
+    /// store it and score everyone with it.
+    Train {
+        /// The prediction window in days.
+        #[arg(long, default_value_t = 30)]
+        horizon_days: u32,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compute RFM scores (quintiles over the population that may be profiled).
+    Rfm {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Run the gateway.
     Serve {
@@ -79,6 +100,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Scores: RFM and purchase propensity.
+    #[command(subcommand)]
+    Scores(ScoresCommand),
     /// Data-subject requests: the queue, verification, deadlines.
     #[command(subcommand)]
     Dsar(dsar::DsarCommand),
@@ -256,7 +280,74 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo { profiles, seed } => demo(settings, profiles, seed).await,
         Command::Dsar(cmd) => dsar::run(settings, cmd).await,
         Command::Retention { dry_run, json } => retention(settings, dry_run, json).await,
+        Command::Scores(cmd) => scores(settings, cmd).await,
     }
+}
+
+async fn scores(settings: Settings, cmd: ScoresCommand) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init(settings.log_format, "warn");
+    let core = Core::open(settings, Arc::new(SystemClock)).await?;
+    let policies = core.policies.get();
+    let now = core.clock.now();
+    let code = match cmd {
+        ScoresCommand::Train { horizon_days, json } => {
+            match crate::scores::propensity::train(
+                &core.db,
+                &core.audit,
+                &policies,
+                Actor::cli(),
+                now,
+                horizon_days,
+            )
+            .await
+            {
+                Ok(r) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&r)?);
+                    } else {
+                        println!("model     {}", r.model_version);
+                        println!(
+                            "auc       {:.4} (held out: {} subjects)",
+                            r.auc, r.held_out_rows
+                        );
+                        println!(
+                            "trained   {} subjects, {:.1}% ordered",
+                            r.training_rows,
+                            r.base_rate * 100.0
+                        );
+                        for (f, w) in r.features.iter().zip(&r.coefficients) {
+                            println!("  {w:>+9.4}  {f}");
+                        }
+                    }
+                    eprintln!(
+                        "scores train: {} subjects scored with {}",
+                        r.scored, r.model_version
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(crate::scores::ScoreError::NotEnoughData(why)) => {
+                    eprintln!("scores train: not enough history: {why}");
+                    ExitCode::from(2)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        ScoresCommand::Rfm { json } => {
+            let r =
+                crate::scores::rfm::compute(&core.db, &core.audit, &policies, Actor::cli(), now)
+                    .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+            eprintln!(
+                "scores rfm: {} buyers scored, {} stale scores dropped",
+                r.scored, r.dropped
+            );
+            ExitCode::SUCCESS
+        }
+    };
+    core.db.close().await?;
+    Ok(code)
 }
 
 async fn retention(settings: Settings, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {

@@ -14,8 +14,8 @@ pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_heade
 
 use error::{ApiError, ErrorCode};
 use routes::{
-    audit, consents, dsar, esp, imports, keys, oauth, policies, recipients, segments, subjects,
-    system, tracking,
+    audit, consents, dsar, esp, imports, keys, oauth, policies, recipients, scores, segments,
+    subjects, system, tracking,
 };
 
 #[derive(OpenApi)]
@@ -39,6 +39,7 @@ use routes::{
         dsar::withdraw, dsar::execute, dsar::package, dsar::rectify,
         segments::create, segments::list, segments::get, segments::delete, segments::count,
         segments::preview, segments::export, segments::exports, segments::export_status,
+        scores::post, scores::compute,
     ),
     modifiers(&Security),
     tags(
@@ -50,6 +51,7 @@ use routes::{
         (name = "dsar", description = "Data-subject requests and their deadlines (dpo; ingest may file)"),
         (name = "recipients", description = "Recipients (admin) and the minimised profiles an ESP reads (esp)"),
         (name = "segments", description = "Segments checked against their purpose; counts, previews and streamed audience exports through the gate (esp, admin)"),
+        (name = "scores", description = "RFM and purchase-propensity scores (admin computes), external scores (ingest posts)"),
         (name = "policies", description = "The record of processing activities (dpo, auditor) and policy reloads (admin)"),
         (name = "consents", description = "The consent ledger (ingest, dpo)"),
         (name = "imports", description = "Offline CRM, POS and loyalty files (ingest)"),
@@ -172,6 +174,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(resource("/v1/segments/{id}/export").route(web::get().to(segments::export)))
     .service(resource("/v1/segments/{id}/exports").route(web::get().to(segments::exports)))
     .service(resource("/v1/exports/{id}").route(web::get().to(segments::export_status)))
+    .service(resource("/v1/scores").route(web::post().to(scores::post)))
+    .service(resource("/v1/scores/compute").route(web::post().to(scores::compute)))
     .service(resource("/v1/ropa").route(web::get().to(policies::ropa)))
     .service(resource("/v1/policies/reload").route(web::post().to(policies::reload)))
     .service(resource("/v1/identify").route(web::post().to(tracking::identify)))

@@ -55,9 +55,21 @@ pub fn check(rule: &Rule, grant: &PurposeGrant) -> Vec<Offence> {
                 crate::domain::events::category(&e.kind, e.name.as_deref()).to_owned(),
                 false,
             ),
+            Rule::Score { name, .. } => (
+                format!("score:{name}"),
+                crate::policy::gate::SCORE_CATEGORY.to_owned(),
+                false,
+            ),
             Rule::All(_) | Rule::Any(_) | Rule::Not(_) => continue,
         };
-        let message = if category == crate::policy::UNCLASSIFIED {
+        let profiling_ok =
+            purpose.profiling && purpose.legal_basis == crate::policy::LegalBasis::Consent;
+        let message = if category == crate::policy::gate::SCORE_CATEGORY && !profiling_ok {
+            Some(format!(
+                "{reference} is profiling (GDPR Art. 22): only a purpose marked profiling, on consent, may use scores; {} is not",
+                purpose.name
+            ))
+        } else if category == crate::policy::UNCLASSIFIED {
             Some(format!(
                 "{reference} is not classified; give it a category in taxonomy.yaml"
             ))

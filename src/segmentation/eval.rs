@@ -118,5 +118,18 @@ pub fn matches(rule: &Rule, facts: &Facts<'_>, now: Timestamp) -> bool {
         Rule::Attribute { name, test } => json_test(facts.profile.trait_value(name), test),
         Rule::Aggregate { name, test } => aggregate(facts.profile, *name, test, at),
         Rule::Event(e) => event(facts.events, e, at),
+        Rule::Score { name, test } => {
+            let Some(n) = facts.profile.score(name) else {
+                return matches!(test, Test::Exists(false));
+            };
+            match test {
+                Test::Exists(b) => *b,
+                Test::Cmp(op, Literal::Num(x)) => n.partial_cmp(x).is_some_and(|o| op.holds(o)),
+                Test::In(items) => items
+                    .iter()
+                    .any(|l| matches!(l, Literal::Num(x) if n == *x)),
+                _ => false,
+            }
+        }
     }
 }

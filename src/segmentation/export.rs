@@ -5,14 +5,16 @@
 //! `pseudonym`, then `email` and `phone` when the purpose reads their categories, then
 //! each attribute of `policies/taxonomy.yaml` the purpose reads (in the file's order,
 //! under the name listed there, whatever spelling the trait arrived with), then each
-//! aggregate the purpose reads (in [`AGGREGATE_CATEGORIES`] order). A delta export
+//! aggregate the purpose reads (in [`AGGREGATE_CATEGORIES`] order), then, for a
+//! profiling purpose on consent that reads scores, `rfm.recency`, `rfm.frequency`,
+//! `rfm.monetary`, `rfm.score` and `propensity.purchase`. A delta export
 //! (`?since=`) puts `change` (`joined` or `left`) first; a left row holds only its
 //! pseudonym.
 use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::policy::gate::{AGGREGATE_CATEGORIES, MinimisedProfile, PurposeGrant};
+use crate::policy::gate::{AGGREGATE_CATEGORIES, MinimisedProfile, PurposeGrant, SCORE_CATEGORY};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -44,7 +46,18 @@ enum Column {
     Phone,
     Trait(String),
     Aggregate(&'static str),
+    Score(&'static str),
 }
+
+/// The scores the gateway computes, the CSV columns of a profiling purpose that reads
+/// them (posted scores, whose names vary, are in the NDJSON rows only).
+const SCORE_COLUMNS: [&str; 5] = [
+    "rfm.recency",
+    "rfm.frequency",
+    "rfm.monetary",
+    "rfm.score",
+    "propensity.purchase",
+];
 
 /// How rows are written for one export.
 #[derive(Clone, Debug)]
@@ -95,6 +108,12 @@ impl Encoder {
                 columns.push(Column::Aggregate(name));
             }
         }
+        if purpose.profiling
+            && purpose.legal_basis == crate::policy::LegalBasis::Consent
+            && purpose.may_read(SCORE_CATEGORY)
+        {
+            columns.extend(SCORE_COLUMNS.map(Column::Score));
+        }
         Self {
             format,
             delta,
@@ -118,7 +137,7 @@ impl Encoder {
                 Column::Email => "email",
                 Column::Phone => "phone",
                 Column::Trait(n) => n,
-                Column::Aggregate(n) => n,
+                Column::Aggregate(n) | Column::Score(n) => n,
             });
         }
         let mut out = String::new();
@@ -166,6 +185,9 @@ impl Encoder {
                         Column::Phone => view.phone().unwrap_or_default().to_owned(),
                         Column::Trait(n) => self.trait_of(view, n).map(text).unwrap_or_default(),
                         Column::Aggregate(n) => view.aggregate(n).map(text).unwrap_or_default(),
+                        Column::Score(n) => {
+                            view.score(n).map(|v| v.to_string()).unwrap_or_default()
+                        }
                     };
                     csv_field(out, &v);
                 }

@@ -35,6 +35,11 @@ pub enum Rule {
         test: Test,
     },
     Event(EventRule),
+    /// A score (`rfm.score`, `propensity.purchase`, a posted `churn.risk` ...): a number.
+    Score {
+        name: String,
+        test: Test,
+    },
 }
 
 /// A literal a value is compared with.
@@ -391,16 +396,24 @@ impl Parser {
         let obj = v
             .as_object()
             .ok_or_else(|| err(path, "a condition is a JSON object"))?;
-        let heads: Vec<&str> = ["all", "any", "not", "attribute", "aggregate", "event"]
-            .into_iter()
-            .filter(|k| obj.contains_key(*k))
-            .collect();
+        let heads: Vec<&str> = [
+            "all",
+            "any",
+            "not",
+            "attribute",
+            "aggregate",
+            "event",
+            "score",
+        ]
+        .into_iter()
+        .filter(|k| obj.contains_key(*k))
+        .collect();
         let head = match heads.as_slice() {
             [one] => *one,
             [] => {
                 return Err(err(
                     path,
-                    "a condition starts with one of all, any, not, attribute, aggregate, event",
+                    "a condition starts with one of all, any, not, attribute, aggregate, event, score",
                 ));
             }
             many => {
@@ -481,6 +494,33 @@ impl Parser {
                     return Err(e);
                 }
                 Ok(Rule::Aggregate { name: agg, test: t })
+            }
+            "score" => {
+                let p = join(path, "score");
+                let name = obj["score"]
+                    .as_str()
+                    .filter(|s| {
+                        !s.is_empty()
+                            && s.len() <= 64
+                            && s.contains('.')
+                            && s.chars().all(|c| {
+                                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.'
+                            })
+                    })
+                    .ok_or_else(|| {
+                        err(
+                            &p,
+                            "the name of a score: rfm.recency, rfm.frequency, rfm.monetary, rfm.score, propensity.purchase, or one posted to /v1/scores",
+                        )
+                    })?;
+                let t = test(path, obj, &["score"])?;
+                if let Some(e) = kind_error(path, name, &t, ValueKind::Number) {
+                    return Err(e);
+                }
+                Ok(Rule::Score {
+                    name: name.to_owned(),
+                    test: t,
+                })
             }
             _ => self.event(path, obj),
         }

@@ -5,7 +5,7 @@
 //! Every condition is two-valued (true or false, never NULL), so that `not` means what
 //! it says: a missing value satisfies only `exists: false`, exactly as in
 //! [`super::eval`], which the property test holds this to.
-use sea_query::{Alias, Expr, ExprTrait};
+use sea_query::{Alias, Expr, ExprTrait, Query};
 
 use super::rule::{Aggregate, EventRule, Literal, Op, Rule, Test, ValueKind};
 
@@ -387,7 +387,35 @@ pub fn condition(rule: &Rule, d: Dialect, now_us: i64) -> Expr {
         Rule::Attribute { name, test } => attribute(d, name, test),
         Rule::Aggregate { name, test } => aggregate(d, *name, test, now_us),
         Rule::Event(e) => event(d, e, now_us),
+        Rule::Score { name, test } => score(d, name, test),
     }
+}
+
+/// A score: `(SELECT value FROM scores WHERE subject_id = s.id AND name = ?)`, missing
+/// when the subject has none.
+fn score(d: Dialect, name: &str, test: &Test) -> Expr {
+    let mut q = Query::select();
+    q.expr(col("sc", "value"))
+        .from_as(Alias::new("scores"), Alias::new("sc"))
+        .and_where(col("sc", "subject_id").equals((Alias::new("s"), Alias::new("id"))))
+        .and_where(col("sc", "name").eq(name.to_owned()));
+    let value = Expr::SubQuery(
+        None,
+        Box::new(sea_query::SubQueryStatement::SelectStatement(q.clone())),
+    );
+    let test = match test {
+        Test::Exists(b) => {
+            return if *b {
+                Expr::exists(q)
+            } else {
+                Expr::exists(q).not()
+            };
+        }
+        Test::Cmp(op, l) => number(value, *op, l),
+        Test::In(items) => value.is_in(items.iter().map(lit)),
+        _ => Expr::val(false),
+    };
+    falsy(d, test)
 }
 
 impl Rule {
@@ -397,7 +425,7 @@ impl Rule {
             Rule::All(rs) | Rule::Any(rs) => rs.iter().any(Rule::reads_aggregates),
             Rule::Not(r) => r.reads_aggregates(),
             Rule::Aggregate { .. } => true,
-            Rule::Attribute { .. } | Rule::Event(_) => false,
+            Rule::Attribute { .. } | Rule::Event(_) | Rule::Score { .. } => false,
         }
     }
 }

@@ -31,6 +31,7 @@ const HOLDERS: &[(&str, &[&str])] = &[
     ("disclosures", &["subject_id"]),
     ("pseudonyms", &["subject_id"]),
     ("aggregates", &["subject_id"]),
+    ("scores", &["subject_id"]),
     ("subject_flags", &["subject_id"]),
     ("identity_conflicts", &["subject_a", "subject_b"]),
     // Crypto-shredding: without the data key, sealed copies anywhere (backups) are noise.

@@ -14,6 +14,7 @@ pub mod notices;
 pub mod profiles;
 pub mod recipients;
 pub mod retention;
+pub mod scores;
 pub mod segments;
 pub mod subject_flags;
 pub mod suppressions;

@@ -347,6 +347,8 @@ pub async fn finish_merge<C: ConnectionTrait>(
         .exec(c)
         .await?;
     SubjectKey::delete_by_id(from.to_owned()).exec(c).await?;
+    // Scores were computed from one half of the history; the next run scores the whole.
+    super::scores::drop_of(c, from).await?;
     Ok(())
 }
 

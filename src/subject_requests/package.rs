@@ -111,8 +111,20 @@ pub struct AccessPackage {
     pub restricted_since: Option<String>,
     /// The saved segments the person is in now (the rule, and the gate's conditions for
     /// its purpose), with the rule itself: the logic of the profiling (Art. 15(1)(h)).
-    /// Scores are not computed by this version.
     pub segments: Vec<SegmentMembership>,
+    /// The scores held about the person (RFM, purchase propensity, posted ones), with the
+    /// model that made each: profiling under Art. 22.
+    pub scores: Vec<ScoreEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ScoreEntry {
+    pub name: String,
+    pub value: f64,
+    pub model_version: String,
+    /// `rfm`, `propensity`, or `external:<key id>` for one an external system posted.
+    pub source: String,
+    pub computed_at: String,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -290,6 +302,17 @@ impl Builder<'_> {
                 .await?
                 .map(|r| ts(r.set_at)),
             segments: self.memberships(c, subject_id).await?,
+            scores: crate::store::scores::of_subjects(c, &[subject_id.to_owned()])
+                .await?
+                .into_iter()
+                .map(|r| ScoreEntry {
+                    name: r.name,
+                    value: r.value,
+                    model_version: r.model_version,
+                    source: r.source,
+                    computed_at: ts(r.computed_at),
+                })
+                .collect(),
         })
     }
 }
@@ -449,6 +472,24 @@ impl AccessPackage {
                 file: None,
                 head: &["measure", "value"],
                 rows: aggregates,
+            },
+            Section {
+                title: "Scores (profiling)",
+                file: Some("scores.csv"),
+                head: &["score", "value", "model", "source", "computed_at"],
+                rows: self
+                    .scores
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.name.clone(),
+                            s.value.to_string(),
+                            s.model_version.clone(),
+                            s.source.clone(),
+                            s.computed_at.clone(),
+                        ]
+                    })
+                    .collect(),
             },
             Section {
                 title: "Consent decisions",

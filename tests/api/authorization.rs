@@ -105,6 +105,8 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     ("get", "/v1/segments/{id}/export", Some(&["esp", "admin"])),
     ("get", "/v1/segments/{id}/exports", Some(&["esp", "admin"])),
     ("get", "/v1/exports/{id}", Some(&["esp", "admin"])),
+    ("post", "/v1/scores", Some(&["ingest"])),
+    ("post", "/v1/scores/compute", Some(&["admin"])),
 ];
 
 /// The tracking API takes its write key as the HTTP Basic user name, as Segment's clients send it.

@@ -16,5 +16,6 @@ mod identity;
 mod imports;
 mod keys;
 mod policies;
+mod scores;
 mod segments;
 mod tracking;

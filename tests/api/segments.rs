@@ -581,7 +581,7 @@ fn random_rules() -> Vec<Value> {
         ],
         proptest::option::of(window.clone()),
         proptest::option::of(window),
-        proptest::option::of((op, 0u64..3)),
+        proptest::option::of((op.clone(), 0u64..3)),
         proptest::collection::vec(prop_test, 0..2),
     )
         .prop_map(|(name, within, older, count, props)| {
@@ -604,7 +604,22 @@ fn random_rules() -> Vec<Value> {
         Just(json!({"event": "*", "type": "page", "within": "7d"})),
         Just(json!({"event": "Home", "type": "page"}))
     ];
-    let leaf = prop_oneof![attribute, aggregate, event, page];
+    let score = prop_oneof![
+        (
+            prop_oneof![Just("churn.risk"), Just("rfm.score")],
+            op.clone(),
+            num.clone()
+        )
+            .prop_map(|(n, o, v)| json!({"score": n, o: v})),
+        (
+            prop_oneof![Just("churn.risk"), Just("ltv.band")],
+            any::<bool>()
+        )
+            .prop_map(|(n, b)| json!({"score": n, "exists": b})),
+        proptest::collection::vec(num.clone(), 1..3)
+            .prop_map(|v| json!({"score": "churn.risk", "in": v})),
+    ];
+    let leaf = prop_oneof![attribute, aggregate, event, page, score];
     let rule = leaf.prop_recursive(4, 24, 4, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 1..4).prop_map(|v| json!({"all": v})),
@@ -626,6 +641,7 @@ async fn sql_and_in_memory_evaluation_agree_on_random_rules_and_people() {
     use sea_orm::ConnectionTrait;
     let app = spawn_app().await;
     let (_, ingest) = app.create_key("ingest").await;
+    let ingest_bearer = ingest.clone();
     let (_, dpo) = app.create_key("dpo").await;
     app.ensure_recipient("acme-esp", "esp", &["personalize"])
         .await;
@@ -716,6 +732,25 @@ async fn sql_and_in_memory_evaluation_agree_on_random_rules_and_people() {
                     "purpose": "personalization", "status": status, "method": "web_form", "source": "shop"}))
                 .await;
             assert_eq!(r.status(), 201);
+        }
+        // Scores an external model posted, on the values the rules compare with.
+        let mut scores = Vec::new();
+        for name in ["churn.risk", "ltv.band"] {
+            if rng.below(3) > 0 {
+                let v = [0.0, 1.0, 2.5, 50.0, 100.0, 500.0, 7.0][rng.below(7) as usize];
+                scores.push(json!({"name": name, "value": v, "model_version": "test"}));
+            }
+        }
+        if !scores.is_empty() {
+            let r = app
+                .client
+                .post(app.url("/v1/scores"))
+                .bearer_auth(&ingest_bearer)
+                .json(&json!({"subject": {"user_id": format!("u{i}")}, "scores": scores}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
         }
         if rng.below(8) == 0 {
             let sid = app

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod oauth;
 pub mod policies;
 pub mod recipients;
+pub mod scores;
 pub mod segments;
 pub mod subjects;
 pub mod system;

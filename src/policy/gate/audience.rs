@@ -50,7 +50,12 @@ fn latest(name: &str, field: &str, now: i64) -> Expr {
 
 /// The gate's conditions for `grant` at `now` (microseconds), on `s` (subjects).
 pub fn gate_condition(grant: &PurposeGrant, d: Dialect, now: i64) -> Expr {
-    let p = &grant.purpose;
+    purpose_condition(&grant.purpose, d, now)
+}
+
+/// The conditions under which `p` may process a subject `s` at `now`: active, not
+/// restricted, its legal basis holding (used for audiences and for who may be scored).
+pub fn purpose_condition(p: &crate::policy::Purpose, d: Dialect, now: i64) -> Expr {
     let coalesce = |e: Expr| crate::segmentation::sql::cust(d, "COALESCE({}, '')", vec![e]);
     let is_refused =
         |name: &str| coalesce(latest(name, "status", now)).is_in(["denied", "withdrawn"]);

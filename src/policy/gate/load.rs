@@ -12,8 +12,12 @@ use crate::crypto::{Keyring, KeyringError, MasterKey, SubjectKey};
 use crate::domain::aggregates::Aggregates;
 use crate::domain::{Pseudonym, Timestamp};
 use crate::store::{
-    StoreError, aggregates as aggregate_repo, consents, profiles, subject_flags, suppressions,
+    StoreError, aggregates as aggregate_repo, consents, profiles, scores as score_repo,
+    subject_flags, suppressions,
 };
+
+/// The category of every score (RFM, propensity, posted ones): profiling (Art. 22).
+pub const SCORE_CATEGORY: &str = "user.derived.score";
 
 /// The category each behavioural aggregate belongs to. Segments and templates that read
 /// an aggregate are checked against these.
@@ -114,6 +118,7 @@ struct Rows {
     traits: HashMap<String, Vec<profiles::TraitRow>>,
     keys: HashMap<String, Vec<u8>>,
     aggregates: HashMap<String, Aggregates>,
+    scores: HashMap<String, Vec<(String, f64)>>,
     decisions: HashMap<String, Vec<Decision>>,
     restricted: HashSet<String>,
 }
@@ -167,6 +172,14 @@ pub async fn load_records<C: ConnectionTrait>(
                 });
         }
         rows.restricted = subject_flags::having(c, &ids, subject_flags::RESTRICTED).await?;
+        if grant.purpose.may_read(SCORE_CATEGORY) {
+            for r in score_repo::of_subjects(c, &ids).await? {
+                rows.scores
+                    .entry(r.subject_id)
+                    .or_default()
+                    .push((r.name, r.value));
+            }
+        }
     }
     let mut out = Vec::with_capacity(subjects.len());
     let mut hashes_of = Vec::with_capacity(subjects.len());
@@ -289,6 +302,15 @@ fn assemble(
                 value: Some(value),
             });
         }
+    }
+    for (name, value) in rows.scores.remove(subject_id).unwrap_or_default() {
+        attributes.push(Attribute {
+            source: Source::Score,
+            name: Arc::from(name.as_str()),
+            category: Arc::from(SCORE_CATEGORY),
+            category_id: category_id(SCORE_CATEGORY),
+            value: Some(Value::from(value)),
+        });
     }
     let decisions = rows.decisions.remove(subject_id).unwrap_or_default();
     let record = SubjectRecord {

@@ -20,5 +20,5 @@ mod view;
 pub use disclose::{Gate, GateError, PseudonymRequest};
 pub use events::{MinimisedEvent, minimised_events};
 pub use grant::{AuthorizeError, PurposeGrant, authorize, grant_for};
-pub use load::{AGGREGATE_CATEGORIES, LoadError, load_record};
+pub use load::{AGGREGATE_CATEGORIES, LoadError, SCORE_CATEGORY, load_record};
 pub use view::{Denial, MinimisedProfile, SubjectRecord, minimise};

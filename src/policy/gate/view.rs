@@ -59,6 +59,8 @@ pub struct Decision {
 pub enum Source {
     Trait,
     Aggregate,
+    /// A score (`user.derived.score`): only for a profiling purpose on consent (Art. 22).
+    Score,
 }
 
 /// One attribute of a loaded record. `value` is `None` for a sealed value the loader did
@@ -124,6 +126,11 @@ pub struct MinimisedProfile {
     #[serde(serialize_with = "as_map")]
     #[schema(value_type = Object)]
     aggregates: Vec<(Arc<str>, Value)>,
+    /// Scores (RFM, propensity, posted ones), only for a purpose marked profiling, on
+    /// consent, that reads `user.derived.score`; absent otherwise.
+    #[serde(serialize_with = "as_map", skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Object)]
+    scores: Vec<(Arc<str>, Value)>,
 }
 
 fn as_map<S: serde::Serializer>(v: &[(Arc<str>, Value)], s: S) -> Result<S::Ok, S::Error> {
@@ -169,6 +176,17 @@ impl MinimisedProfile {
             .map(|(_, v)| v)
     }
 
+    pub fn score(&self, name: &str) -> Option<f64> {
+        self.scores
+            .iter()
+            .find(|(k, _)| k.as_ref() == name)
+            .and_then(|(_, v)| v.as_f64())
+    }
+
+    pub fn scores(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.scores.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
     pub fn traits(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.traits.iter().map(|(k, v)| (k.as_ref(), v))
     }
@@ -193,6 +211,7 @@ impl MinimisedProfile {
                 .iter()
                 .map(|(k, _)| format!("aggregates.{k}")),
         );
+        out.extend(self.scores.iter().map(|(k, _)| format!("scores.{k}")));
         out
     }
 }
@@ -287,6 +306,8 @@ pub fn minimise(
         .count();
     let mut traits = Vec::with_capacity(n_traits);
     let mut aggregates = Vec::with_capacity(s.attributes.len() - n_traits);
+    let mut scores = Vec::new();
+    let profiling = g.purpose.profiling && g.purpose.legal_basis == LegalBasis::Consent;
     for a in &s.attributes {
         if let Some(v) = &a.value
             && readable(a)
@@ -294,6 +315,8 @@ pub fn minimise(
             let out = match a.source {
                 Source::Trait => &mut traits,
                 Source::Aggregate => &mut aggregates,
+                Source::Score if profiling => &mut scores,
+                Source::Score => continue,
             };
             out.push((Arc::clone(&a.name), v.clone()));
         }
@@ -306,6 +329,7 @@ pub fn minimise(
         phone: if g.phone { s.phone.clone() } else { None },
         traits,
         aggregates,
+        scores,
     })
 }
 

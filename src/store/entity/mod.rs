@@ -17,6 +17,8 @@ pub mod keyring_key;
 pub mod notice;
 pub mod pseudonym;
 pub mod recipient;
+pub mod score;
+pub mod score_model;
 pub mod segment;
 pub mod subject;
 pub mod subject_flag;
