@@ -156,6 +156,139 @@ async fn run(label: &str, url: Option<String>) {
         plain * 1e3,
         plain / ours
     );
+    export(label, &state, &admin).await;
+}
+
+/// Peak resident memory since the last reset (kB), and a reset of it.
+fn peak_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The columns an export of the email purpose holds, read by a plain query.
+const PLAIN: &str = "SELECT s.id, i.sealed, a.last_email_open_at, a.last_email_click_at, \
+    a.last_purchase_at, a.purchase_count, a.lifetime_value, a.average_order_value, a.cart, \
+    a.cart_updated_at, a.cart_abandoned_at, \
+    (SELECT t.value FROM traits t WHERE t.subject_id = s.id AND t.name = 'country') \
+    FROM subjects s LEFT JOIN aggregates a ON a.subject_id = s.id \
+    LEFT JOIN identifiers i ON i.subject_id = s.id AND i.kind = 'email' \
+    WHERE s.status = 'active'";
+
+/// The whole consented audience exported as NDJSON through the service (the gate, the
+/// disclosure records, the audit entry), against the same columns read plainly: a
+/// `SELECT` on SQLite, `COPY (SELECT ...) TO STDOUT` on PostgreSQL.
+async fn export(
+    label: &str,
+    state: &consentry::startup::AppState,
+    admin: &consentry::auth::Caller,
+) {
+    use consentry::policy::segments::{NewSegment, Segments};
+    use consentry::segmentation::export::Format;
+    let keyring = state.keyring_for("acme-esp").await.expect("keyring");
+    let svc = Segments {
+        db: &state.db,
+        master: &state.master,
+        keyring: &keyring,
+        audit: &state.audit,
+        policies: state.policies.get(),
+        caller: admin,
+        actor: admin.actor(),
+        request_id: None,
+        now: state.clock.now(),
+    };
+    let seg = svc
+        .create(&NewSegment {
+            name: "everyone consented".into(),
+            purpose: "marketing.communications.email".into(),
+            recipient: Some("acme-esp".into()),
+            rule: json!({"aggregate": "purchase_count", "gte": 0}),
+        })
+        .await
+        .expect("segment");
+    reset_peak();
+    let before = peak_kb();
+    let t = Instant::now();
+    let plan = svc
+        .start_export(&seg.id, "acme-esp", Format::Ndjson, None)
+        .await
+        .expect("start");
+    let (tx, mut rx): (consentry::policy::segments::ExportSink, _) = tokio::sync::mpsc::channel(1);
+    let consume = async move {
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        while let Some(chunk) = rx.recv().await {
+            let chunk = chunk.expect("chunk");
+            rows += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+            bytes += chunk.len() as u64;
+        }
+        (rows, bytes)
+    };
+    let ((), (rows, bytes)) = tokio::join!(svc.run_export(plan, state.clock.as_ref(), tx), consume);
+    let ours = t.elapsed().as_secs_f64();
+    let peak = peak_kb();
+    let t = Instant::now();
+    let plain_rows = if state.db.backend() == sea_orm::DbBackend::Postgres {
+        use futures_util::StreamExt;
+        let pool = state.db.conn().get_postgres_connection_pool();
+        let mut conn = pool.acquire().await.expect("conn");
+        let mut out = conn
+            .copy_out_raw(&format!("COPY ({PLAIN}) TO STDOUT"))
+            .await
+            .expect("copy");
+        let mut n = 0u64;
+        while let Some(chunk) = out.next().await {
+            n += chunk
+                .expect("chunk")
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count() as u64;
+        }
+        n
+    } else {
+        let rows = state
+            .db
+            .conn()
+            .query_all_raw(Statement::from_string(state.db.backend(), PLAIN.to_owned()))
+            .await
+            .expect("select");
+        let mut out = String::new();
+        for r in &rows {
+            let id: String = r.try_get_by_index(0).expect("id");
+            let ltv: Option<f64> = r.try_get_by_index(6).expect("ltv");
+            out.push_str(&id);
+            out.push_str(&format!("{ltv:?}\n"));
+        }
+        rows.len() as u64
+    };
+    let plain = t.elapsed().as_secs_f64();
+    let (ours_rate, plain_rate) = (rows as f64 / ours, plain_rows as f64 / plain);
+    println!(
+        "| audience export, NDJSON, {label} | {rows} rows, {:.1} MB | {:.0} rows/s | {} {:.0} rows/s | {:.3} |",
+        bytes as f64 / 1e6,
+        ours_rate,
+        if state.db.backend() == sea_orm::DbBackend::Postgres {
+            "COPY TO STDOUT"
+        } else {
+            "plain SELECT"
+        },
+        plain_rate,
+        ours_rate / plain_rate
+    );
+    println!(
+        "| audience export peak memory, {label} | {rows} rows | {:.0} MiB peak RSS during the export (was {:.0} MiB at its start) | | |",
+        peak as f64 / 1024.0,
+        before as f64 / 1024.0
+    );
 }
 
 #[tokio::main]

@@ -173,7 +173,9 @@ mod tests {
         assert_eq!(scores, vec![1., 1., 2., 2., 3., 3., 4., 4., 5., 5.]);
         let c = cuts(vec![1.0; 7].into_iter().chain([5.0, 9.0]).collect());
         assert_eq!(quintile(1.0, &c), 1.0);
-        assert_eq!(quintile(9.0, &c), 3.0);
+        assert_eq!(c, vec![1.0, 1.0, 1.0, 5.0]);
+        assert_eq!(quintile(5.0, &c), 4.0);
+        assert_eq!(quintile(9.0, &c), 5.0);
         assert!(cuts(Vec::new()).is_empty());
         assert_eq!(quintile(3.0, &[]), 1.0);
     }

@@ -471,13 +471,25 @@ async fn an_interrupted_export_leaves_whole_pages_recorded_and_cannot_be_a_base(
         .await;
     assert_eq!(r.status(), 409);
 
-    // A full export over HTTP: every member, in pages.
-    let (full, _, body) = export(
-        &app,
-        &esp,
-        &format!("/v1/segments/{seg}/export?recipient=bulk-esp"),
-    )
-    .await;
+    // A full export over HTTP to a client that reads slowly: every member, in pages.
+    let r = app
+        .get(
+            &format!("/v1/segments/{seg}/export?recipient=bulk-esp"),
+            Some(&esp),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let full = r.headers()["consentry-export-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut stream = r.bytes_stream();
+    let mut raw = Vec::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        raw.extend_from_slice(&chunk.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let body = String::from_utf8(raw).unwrap();
     let rows_sent = lines(&body);
     assert_eq!(rows_sent.len(), n);
     let distinct: BTreeSet<&str> = rows_sent

@@ -94,6 +94,30 @@ async fn members(app: &TestApp, esp: &str, id: &str) -> (u64, BTreeSet<String>) 
         .iter()
         .map(|r| r["pseudonym"].as_str().unwrap().to_owned())
         .collect();
+    // The export holds exactly the people the preview shows.
+    let recipient = app.get_json(&format!("/v1/segments/{id}"), Some(esp)).await["recipient"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = app
+        .get(
+            &format!("/v1/segments/{id}/export?recipient={recipient}"),
+            Some(esp),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let exported: BTreeSet<String> = body
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["pseudonym"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(exported, rows, "export and preview of {id}");
     (c["count"].as_u64().unwrap(), rows)
 }
 
