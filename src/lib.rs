@@ -17,6 +17,7 @@ pub mod domain;
 pub mod http;
 pub mod policy;
 pub mod profiles;
+pub mod rendering;
 pub mod scores;
 pub mod segmentation;
 pub mod startup;

@@ -11,6 +11,7 @@ mod m20261203_000007_dsar;
 mod m20261203_000008_segments;
 mod m20261203_000009_exports;
 mod m20261203_000010_scores;
+mod m20261203_000011_templates;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000008_segments::Migration),
             Box::new(m20261203_000009_exports::Migration),
             Box::new(m20261203_000010_scores::Migration),
+            Box::new(m20261203_000011_templates::Migration),
         ]
     }
 }

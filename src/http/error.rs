@@ -44,10 +44,11 @@ pub enum ErrorCode {
     InvalidRule,
     PurposeMismatch,
     InvalidSince,
+    InvalidTemplate,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidQuery,
@@ -77,6 +78,7 @@ impl ErrorCode {
         ErrorCode::InvalidRule,
         ErrorCode::PurposeMismatch,
         ErrorCode::InvalidSince,
+        ErrorCode::InvalidTemplate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -121,6 +123,7 @@ impl ErrorCode {
             C::InvalidRule => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_rule"),
             C::PurposeMismatch => (StatusCode::UNPROCESSABLE_ENTITY, "purpose_mismatch"),
             C::InvalidSince => (StatusCode::CONFLICT, "invalid_since"),
+            C::InvalidTemplate => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_template"),
         }
     }
 }

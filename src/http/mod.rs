@@ -15,7 +15,7 @@ pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_heade
 use error::{ApiError, ErrorCode};
 use routes::{
     audit, consents, dsar, esp, imports, keys, oauth, policies, recipients, scores, segments,
-    subjects, system, tracking,
+    subjects, system, templates, tracking,
 };
 
 #[derive(OpenApi)]
@@ -40,6 +40,7 @@ use routes::{
         segments::create, segments::list, segments::get, segments::delete, segments::count,
         segments::preview, segments::export, segments::exports, segments::export_status,
         scores::post, scores::compute,
+        templates::create, templates::list, templates::get, templates::delete, templates::render,
     ),
     modifiers(&Security),
     tags(
@@ -52,6 +53,7 @@ use routes::{
         (name = "recipients", description = "Recipients (admin) and the minimised profiles an ESP reads (esp)"),
         (name = "segments", description = "Segments checked against their purpose; counts, previews and streamed audience exports through the gate (esp, admin)"),
         (name = "scores", description = "RFM and purchase-propensity scores (admin computes), external scores (ingest posts)"),
+        (name = "templates", description = "Handlebars templates checked against their purpose; rendered through the gate (esp, admin)"),
         (name = "policies", description = "The record of processing activities (dpo, auditor) and policy reloads (admin)"),
         (name = "consents", description = "The consent ledger (ingest, dpo)"),
         (name = "imports", description = "Offline CRM, POS and loyalty files (ingest)"),
@@ -174,6 +176,17 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(resource("/v1/segments/{id}/export").route(web::get().to(segments::export)))
     .service(resource("/v1/segments/{id}/exports").route(web::get().to(segments::exports)))
     .service(resource("/v1/exports/{id}").route(web::get().to(segments::export_status)))
+    .service(
+        resource("/v1/templates")
+            .route(web::post().to(templates::create))
+            .route(web::get().to(templates::list)),
+    )
+    .service(
+        resource("/v1/templates/{id}")
+            .route(web::get().to(templates::get))
+            .route(web::delete().to(templates::delete)),
+    )
+    .service(resource("/v1/templates/{id}/render").route(web::post().to(templates::render)))
     .service(resource("/v1/scores").route(web::post().to(scores::post)))
     .service(resource("/v1/scores/compute").route(web::post().to(scores::compute)))
     .service(resource("/v1/ropa").route(web::get().to(policies::ropa)))

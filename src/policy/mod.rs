@@ -16,6 +16,7 @@ pub mod ropa;
 pub mod segments;
 mod source;
 mod taxonomy;
+pub mod templates;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};

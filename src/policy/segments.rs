@@ -69,7 +69,18 @@ pub struct NewSegment {
     pub purpose: String,
     /// The recipient it is built for (an `esp` key: its own, the default).
     pub recipient: Option<String>,
-    /// The rule (see the README's "Segments" section).
+    /// The rule: one condition per JSON object, combined with `{"all": [...]}`,
+    /// `{"any": [...]}` and `{"not": {...}}` (at most 12 levels, 256 conditions).
+    /// Conditions: `{"attribute": "country", "eq": "DE"}` (a trait; `eq`, `ne`, `gt`,
+    /// `gte`, `lt`, `lte`, `in`, `contains`, `exists`); `{"aggregate": "lifetime_value",
+    /// "gt": 500}` or `{"aggregate": "last_purchase_at", "within": "48h"}` (times take
+    /// `within`/`older_than`: a whole number of m, h, d or w); `{"event": "Order
+    /// Completed", "within": "30d", "count": {"gte": 1}, "where": [{"property": "total",
+    /// "gt": 100}]}` (`type`: track, page or screen; `"event": "*"` for any name);
+    /// `{"score": "propensity.purchase", "gt": 0.7}` (rfm.recency, rfm.frequency,
+    /// rfm.monetary, rfm.score, propensity.purchase or a posted score; only for a
+    /// purpose marked profiling, on consent). The README's "Segments" section has the
+    /// seed's segments written out.
     #[schema(value_type = Object, example = json!({"all": [{"event": "Email Opened", "within": "7d"}, {"event": "Order Completed", "within": "30d", "count": {"gte": 1}}]}))]
     pub rule: Value,
 }

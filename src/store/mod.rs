@@ -18,6 +18,7 @@ pub mod scores;
 pub mod segments;
 pub mod subject_flags;
 pub mod suppressions;
+pub mod templates;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -106,6 +106,11 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     ("get", "/v1/segments/{id}/exports", Some(&["esp", "admin"])),
     ("get", "/v1/exports/{id}", Some(&["esp", "admin"])),
     ("post", "/v1/scores", Some(&["ingest"])),
+    ("post", "/v1/templates", Some(&["esp", "admin"])),
+    ("get", "/v1/templates", Some(&["esp", "admin"])),
+    ("get", "/v1/templates/{id}", Some(&["esp", "admin"])),
+    ("delete", "/v1/templates/{id}", Some(&["esp", "admin"])),
+    ("post", "/v1/templates/{id}/render", Some(&["esp", "admin"])),
     ("post", "/v1/scores/compute", Some(&["admin"])),
 ];
 

@@ -18,4 +18,5 @@ mod keys;
 mod policies;
 mod scores;
 mod segments;
+mod templates;
 mod tracking;

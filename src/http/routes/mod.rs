@@ -11,4 +11,5 @@ pub mod scores;
 pub mod segments;
 pub mod subjects;
 pub mod system;
+pub mod templates;
 pub mod tracking;

@@ -25,3 +25,4 @@ pub mod subject_flag;
 pub mod subject_key;
 pub mod subject_trait;
 pub mod suppression;
+pub mod template;

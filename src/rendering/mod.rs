@@ -1,0 +1,8 @@
+//! Rendering: Handlebars templates (the syntax of SendGrid and Iterable), compiled and
+//! checked against the purpose they serve when saved, rendered from minimised views only.
+//! This module sees only `MinimisedProfile` and `PurposeGrant` (SPEC §4).
+pub mod check;
+pub mod render;
+
+pub use check::{Checked, Offence, TemplateError, check, compile};
+pub use render::{Rendered, Renderer, data_of};
