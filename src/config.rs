@@ -88,6 +88,13 @@ pub struct Settings {
     /// How often `serve` recomputes RFM and retrains the propensity model (seconds); 0:
     /// only on demand.
     pub scores_interval_secs: u64,
+    /// The gateway's public base URL, for links in messages (one-click unsubscribe);
+    /// unset: `http://` and the listen address.
+    pub public_url: Option<String>,
+    /// The mailbox of the `mailto:` unsubscribe link.
+    pub unsubscribe_mailto: String,
+    /// How long an unsubscribe link works (seconds).
+    pub unsubscribe_ttl_secs: u64,
 }
 
 impl Default for Settings {
@@ -123,6 +130,9 @@ impl Default for Settings {
             cart_abandonment_quiet_secs: 3600,
             export_stale_secs: 600,
             scores_interval_secs: 86_400,
+            public_url: None,
+            unsubscribe_mailto: "unsubscribe@localhost".into(),
+            unsubscribe_ttl_secs: 90 * 86_400,
         }
     }
 }

@@ -12,6 +12,7 @@ mod m20261203_000008_segments;
 mod m20261203_000009_exports;
 mod m20261203_000010_scores;
 mod m20261203_000011_templates;
+mod m20261203_000012_campaigns;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000009_exports::Migration),
             Box::new(m20261203_000010_scores::Migration),
             Box::new(m20261203_000011_templates::Migration),
+            Box::new(m20261203_000012_campaigns::Migration),
         ]
     }
 }

@@ -5,6 +5,7 @@
 //! - a grant of a consent that needs double opt-in is recorded as `pending` (fail closed).
 pub mod confirm;
 pub mod receipt;
+pub mod unsubscribe;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -325,6 +326,51 @@ impl Ledger<'_> {
             record.confirm_expires_at = Some(expires.to_rfc3339());
         }
         Ok(record)
+    }
+
+    /// Records that the subject withdrew `name` (a consent, or for a legitimate-interest
+    /// purpose its name: an objection) by `method` from `source`, unless their latest
+    /// decision on it already refuses it. Returns whether a record was appended.
+    pub async fn withdraw_subject(
+        &self,
+        subject_id: &str,
+        name: &str,
+        method: &str,
+        source: &str,
+    ) -> Result<bool, ConsentError> {
+        let txn = self.db.begin_write().await?;
+        let latest = repo::latest(&txn, subject_id, name).await?;
+        if latest.is_some_and(|r| r.status == "withdrawn" || r.status == "denied") {
+            txn.rollback().await.map_err(StoreError::from)?;
+            return Ok(false);
+        }
+        let row = ConsentRow {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            subject_id: subject_id.to_owned(),
+            consent: name.to_owned(),
+            status: "withdrawn".to_owned(),
+            method: method.to_owned(),
+            source: source.to_owned(),
+            notice_version: None,
+            captured_at: self.now.unix_micros(),
+            recorded_at: self.now.unix_micros(),
+            recorded_by: self.actor.key_id.clone(),
+            proof: None,
+        };
+        repo::insert(&txn, &row).await?;
+        let entry = NewEntry {
+            subject_ref: Some(self.audit.subject_ref(subject_id)?),
+            ..NewEntry::new(self.actor.clone(), "consent.record", Outcome::Ok)
+                .request_id(self.request_id.clone())
+                .attributes(vec![
+                    format!("consent:{name}"),
+                    "status:withdrawn".to_owned(),
+                    format!("method:{method}"),
+                ])
+        };
+        self.audit.append(&txn, entry).await?;
+        txn.commit().await.map_err(StoreError::from)?;
+        Ok(true)
     }
 
     /// Follows a confirmation link: the pending grant it names becomes a grant by

@@ -45,10 +45,11 @@ pub enum ErrorCode {
     PurposeMismatch,
     InvalidSince,
     InvalidTemplate,
+    InvalidUnsubscribeLink,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidQuery,
@@ -79,6 +80,7 @@ impl ErrorCode {
         ErrorCode::PurposeMismatch,
         ErrorCode::InvalidSince,
         ErrorCode::InvalidTemplate,
+        ErrorCode::InvalidUnsubscribeLink,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -124,6 +126,7 @@ impl ErrorCode {
             C::PurposeMismatch => (StatusCode::UNPROCESSABLE_ENTITY, "purpose_mismatch"),
             C::InvalidSince => (StatusCode::CONFLICT, "invalid_since"),
             C::InvalidTemplate => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_template"),
+            C::InvalidUnsubscribeLink => (StatusCode::BAD_REQUEST, "invalid_unsubscribe_link"),
         }
     }
 }

@@ -14,8 +14,8 @@ pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_heade
 
 use error::{ApiError, ErrorCode};
 use routes::{
-    audit, consents, dsar, esp, imports, keys, oauth, policies, recipients, scores, segments,
-    subjects, system, templates, tracking,
+    audit, campaigns, consents, dsar, esp, imports, keys, oauth, policies, recipients, scores,
+    segments, subjects, system, templates, tracking,
 };
 
 #[derive(OpenApi)]
@@ -41,6 +41,8 @@ use routes::{
         segments::preview, segments::export, segments::exports, segments::export_status,
         scores::post, scores::compute,
         templates::create, templates::list, templates::get, templates::delete, templates::render,
+        campaigns::create, campaigns::get, campaigns::messages, campaigns::confirm_page,
+        campaigns::unsubscribe,
     ),
     modifiers(&Security),
     tags(
@@ -54,6 +56,7 @@ use routes::{
         (name = "segments", description = "Segments checked against their purpose; counts, previews and streamed audience exports through the gate (esp, admin)"),
         (name = "scores", description = "RFM and purchase-propensity scores (admin computes), external scores (ingest posts)"),
         (name = "templates", description = "Handlebars templates checked against their purpose; rendered through the gate (esp, admin)"),
+        (name = "campaigns", description = "Campaigns: a template rendered for a segment's members (esp, admin); one-click unsubscribe links (RFC 8058, no authentication)"),
         (name = "policies", description = "The record of processing activities (dpo, auditor) and policy reloads (admin)"),
         (name = "consents", description = "The consent ledger (ingest, dpo)"),
         (name = "imports", description = "Offline CRM, POS and loyalty files (ingest)"),
@@ -187,6 +190,14 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .route(web::delete().to(templates::delete)),
     )
     .service(resource("/v1/templates/{id}/render").route(web::post().to(templates::render)))
+    .service(resource("/v1/campaigns").route(web::post().to(campaigns::create)))
+    .service(resource("/v1/campaigns/{id}").route(web::get().to(campaigns::get)))
+    .service(resource("/v1/campaigns/{id}/messages").route(web::get().to(campaigns::messages)))
+    .service(
+        resource("/u/{token}")
+            .route(web::get().to(campaigns::confirm_page))
+            .route(web::post().to(campaigns::unsubscribe)),
+    )
     .service(resource("/v1/scores").route(web::post().to(scores::post)))
     .service(resource("/v1/scores/compute").route(web::post().to(scores::compute)))
     .service(resource("/v1/ropa").route(web::get().to(policies::ropa)))

@@ -261,6 +261,16 @@ impl Segments<'_> {
         Ok(Compiled { row, rule, grant })
     }
 
+    /// The segment's compiled condition, for a caller that reads its members (campaigns).
+    pub fn condition_of(&self, c: &Compiled) -> audience::Condition {
+        self.condition(c)
+    }
+
+    /// The gate, as of `now`.
+    pub fn gate_now(&self, now: Timestamp) -> Gate<'_> {
+        Gate { now, ..self.gate() }
+    }
+
     fn condition(&self, c: &Compiled) -> audience::Condition {
         audience::Condition {
             expr: sql::condition(

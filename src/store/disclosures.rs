@@ -18,12 +18,12 @@ pub struct DisclosureRow {
     pub key_id: String,
 }
 
-pub async fn insert<C: ConnectionTrait>(c: &C, d: &DisclosureRow) -> Result<(), StoreError> {
+fn model(d: &DisclosureRow) -> Result<disclosure::ActiveModel, StoreError> {
     let attributes = serde_json::to_string(&d.attributes).map_err(|e| StoreError::Corrupt {
         table: "disclosures",
         reason: e.to_string(),
     })?;
-    Disclosure::insert(disclosure::ActiveModel {
+    Ok(disclosure::ActiveModel {
         id: Set(d.id.clone()),
         recipient_id: Set(d.recipient_id.clone()),
         subject_id: Set(d.subject_id.clone()),
@@ -32,8 +32,26 @@ pub async fn insert<C: ConnectionTrait>(c: &C, d: &DisclosureRow) -> Result<(), 
         disclosed_at: Set(d.disclosed_at),
         key_id: Set(d.key_id.clone()),
     })
-    .exec_without_returning(c)
-    .await?;
+}
+
+pub async fn insert<C: ConnectionTrait>(c: &C, d: &DisclosureRow) -> Result<(), StoreError> {
+    insert_many(c, std::slice::from_ref(d)).await
+}
+
+/// Many records, a few hundred per statement.
+pub async fn insert_many<C: ConnectionTrait>(
+    c: &C,
+    rows: &[DisclosureRow],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(200) {
+        if chunk.is_empty() {
+            continue;
+        }
+        let models = chunk.iter().map(model).collect::<Result<Vec<_>, _>>()?;
+        Disclosure::insert_many(models)
+            .exec_without_returning(c)
+            .await?;
+    }
     Ok(())
 }
 

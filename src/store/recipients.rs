@@ -109,6 +109,38 @@ pub async fn remember_pseudonym<C: ConnectionTrait>(
     Ok(())
 }
 
+/// [`remember_pseudonym`] for many: (value, version, subject) of one recipient, a few
+/// hundred rows per statement.
+pub async fn remember_pseudonyms<C: ConnectionTrait>(
+    c: &C,
+    recipient_id: &str,
+    rows: &[(String, i32, String)],
+    at: i64,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(200) {
+        if chunk.is_empty() {
+            continue;
+        }
+        Pseudonym::insert_many(chunk.iter().map(|(value, version, subject)| {
+            pseudonym::ActiveModel {
+                recipient_id: Set(recipient_id.to_owned()),
+                value: Set(value.clone()),
+                version: Set(*version),
+                subject_id: Set(subject.clone()),
+                created_at: Set(at),
+            }
+        }))
+        .on_conflict(
+            OnConflict::columns([pseudonym::Column::RecipientId, pseudonym::Column::Value])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(c)
+        .await?;
+    }
+    Ok(())
+}
+
 /// The subject a recipient's pseudonym stands for, if it was ever handed out.
 pub async fn resolve_pseudonym<C: ConnectionTrait>(
     c: &C,

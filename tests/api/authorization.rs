@@ -13,6 +13,8 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     ("get", "/metrics", None),
     ("get", "/openapi.json", None),
     ("post", "/oauth/token", None),
+    ("get", "/u/{token}", None),
+    ("post", "/u/{token}", None),
     ("get", "/v1/whoami", Some(ANY)),
     ("post", "/v1/keys", Some(&["admin"])),
     ("get", "/v1/keys", Some(&["admin"])),
@@ -111,6 +113,13 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     ("get", "/v1/templates/{id}", Some(&["esp", "admin"])),
     ("delete", "/v1/templates/{id}", Some(&["esp", "admin"])),
     ("post", "/v1/templates/{id}/render", Some(&["esp", "admin"])),
+    ("post", "/v1/campaigns", Some(&["esp", "admin"])),
+    ("get", "/v1/campaigns/{id}", Some(&["esp", "admin"])),
+    (
+        "get",
+        "/v1/campaigns/{id}/messages",
+        Some(&["esp", "admin"]),
+    ),
     ("post", "/v1/scores/compute", Some(&["admin"])),
 ];
 

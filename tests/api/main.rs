@@ -3,6 +3,7 @@ mod architecture;
 mod audit;
 mod auth;
 mod authorization;
+mod campaigns;
 mod cli;
 mod consents;
 mod crash;

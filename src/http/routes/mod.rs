@@ -1,4 +1,5 @@
 pub mod audit;
+pub mod campaigns;
 pub mod consents;
 pub mod dsar;
 pub mod esp;

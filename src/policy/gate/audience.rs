@@ -273,19 +273,8 @@ impl Gate<'_> {
     ) -> Result<(), GateError> {
         let txn = self.db.begin_write().await?;
         let at = self.now.unix_micros();
-        for (subject, m) in members {
-            let p = m.view.pseudonym();
-            recipients::remember_pseudonym(
-                &txn,
-                grant.recipient(),
-                p.as_ref(),
-                p.version(),
-                subject,
-                at,
-            )
-            .await?;
-            disclosures::insert(&txn, &disclosure(grant, subject, m.view.disclosed(), at)).await?;
-        }
+        let all: Vec<&(String, Member)> = members.iter().collect();
+        record_sent(&txn, grant, &all, at).await?;
         let mut audited = vec![
             format!("recipient:{}", grant.recipient()),
             format!("purpose:{}", grant.purpose().name),
@@ -302,6 +291,29 @@ impl Gate<'_> {
         txn.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
+}
+
+/// The remembered pseudonym and the disclosure record of each member sent.
+async fn record_sent(
+    txn: &sea_orm::DatabaseTransaction,
+    grant: &PurposeGrant,
+    sent: &[&(String, Member)],
+    at: i64,
+) -> Result<(), GateError> {
+    let pseudonyms: Vec<(String, i32, String)> = sent
+        .iter()
+        .map(|(subject, m)| {
+            let p = m.view.pseudonym();
+            (p.as_ref().to_owned(), p.version(), subject.clone())
+        })
+        .collect();
+    recipients::remember_pseudonyms(txn, grant.recipient(), &pseudonyms, at).await?;
+    let records: Vec<_> = sent
+        .iter()
+        .map(|(subject, m)| disclosure(grant, subject, m.view.disclosed(), at))
+        .collect();
+    disclosures::insert_many(txn, &records).await?;
+    Ok(())
 }
 
 /// How an export ended, for its audit entry.
@@ -336,22 +348,11 @@ impl Gate<'_> {
             .map(|(_, m)| m.view.pseudonym().as_ref().to_owned())
             .collect();
         exports::add_members(&txn, export_id, &pseudonyms).await?;
-        for (subject, m) in page {
-            let p = m.view.pseudonym();
-            if already_held.contains(p.as_ref()) {
-                continue;
-            }
-            recipients::remember_pseudonym(
-                &txn,
-                grant.recipient(),
-                p.as_ref(),
-                p.version(),
-                subject,
-                at,
-            )
-            .await?;
-            disclosures::insert(&txn, &disclosure(grant, subject, m.view.disclosed(), at)).await?;
-        }
+        let sent: Vec<&(String, Member)> = page
+            .iter()
+            .filter(|(_, m)| !already_held.contains(m.view.pseudonym().as_ref()))
+            .collect();
+        record_sent(&txn, grant, &sent, at).await?;
         txn.commit().await.map_err(StoreError::from)?;
         Ok(true)
     }

@@ -4,6 +4,7 @@ pub mod api_key;
 pub mod audit_checkpoint;
 pub mod audit_entry;
 pub mod audit_head;
+pub mod campaign;
 pub mod consent;
 pub mod disclosure;
 pub mod dsar_request;

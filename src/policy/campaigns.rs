@@ -1,0 +1,406 @@
+//! Campaigns: a template rendered for every consented member of a segment, each message
+//! with its one-click unsubscribe link (RFC 8058), from minimised views only.
+//!
+//! Guarantees:
+//! - the template and the segment serve the same purpose for the same recipient, one that
+//!   reads email addresses and rests on consent or legitimate interest (an unsubscribe
+//!   must be able to stop it);
+//! - every page of messages is recorded (a disclosure per person, one audit entry per
+//!   page) before it is sent;
+//! - an unsubscribe link withdraws exactly the campaign's consent (or objects to its
+//!   legitimate-interest purpose) for exactly the person it was made for; a GET never
+//!   withdraws anything.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::audit::{AuditLog, NewEntry, Outcome};
+use crate::auth::Caller;
+use crate::config::Settings;
+use crate::consent::unsubscribe::{self, LinkError};
+use crate::consent::{ConsentError, Ledger};
+use crate::crypto::{Keyring, MasterKey};
+use crate::domain::{Actor, Role, Timestamp};
+use crate::policy::segments::{ExportAborted, ExportSink, SegmentError, Segments, commitment};
+use crate::policy::templates::{Templates, TemplatesError};
+use crate::policy::{LegalBasis, Policies};
+use crate::rendering;
+use crate::store::campaigns::{self as repo, CampaignRow};
+use crate::store::{Db, StoreError, recipients};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no campaign has that id")]
+    NotFound,
+    #[error(
+        "the unsubscribe link is not valid: it was changed, or it is not one this gateway made"
+    )]
+    BadLink,
+    #[error(
+        "the unsubscribe link has expired; use the link in a newer message, or write to the sender"
+    )]
+    LinkExpired,
+    #[error(transparent)]
+    Templates(#[from] TemplatesError),
+    #[error(transparent)]
+    Segments(#[from] SegmentError),
+    #[error(transparent)]
+    Consent(#[from] ConsentError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Keyring(#[from] crate::crypto::KeyringError),
+}
+
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCampaign {
+    #[schema(example = "December picks")]
+    pub name: String,
+    /// A template id.
+    pub template: String,
+    /// A segment id (same purpose and recipient as the template).
+    pub segment: String,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct CampaignView {
+    pub id: String,
+    pub name: String,
+    pub template: String,
+    pub segment: String,
+    pub recipient: String,
+    pub purpose: String,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+impl From<CampaignRow> for CampaignView {
+    fn from(r: CampaignRow) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            template: r.template_id,
+            segment: r.segment_id,
+            recipient: r.recipient_id,
+            purpose: r.purpose,
+            created_by: r.created_by,
+            created_at: Timestamp::from_unix_micros(r.created_at).to_rfc3339(),
+        }
+    }
+}
+
+/// One message, as the ESP sends it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Message {
+    pub pseudonym: String,
+    pub to: String,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+    /// `List-Unsubscribe` and `List-Unsubscribe-Post` (RFC 8058).
+    pub headers: BTreeMap<String, String>,
+}
+
+pub struct Campaigns<'a> {
+    pub db: &'a Db,
+    pub master: &'a MasterKey,
+    pub keyring: &'a Keyring,
+    pub audit: &'a AuditLog,
+    pub policies: Arc<Policies>,
+    pub settings: &'a Settings,
+    pub caller: &'a Caller,
+    pub actor: Actor,
+    pub request_id: Option<String>,
+    pub now: Timestamp,
+}
+
+/// What unsubscribing did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Unsubscribed {
+    /// The consent withdrawn, or the purpose objected to.
+    pub withdrawn: String,
+    /// False when it had already been withdrawn (nothing new was recorded).
+    pub recorded: bool,
+}
+
+impl Campaigns<'_> {
+    fn segments(&self) -> Segments<'_> {
+        Segments {
+            db: self.db,
+            master: self.master,
+            keyring: self.keyring,
+            audit: self.audit,
+            policies: Arc::clone(&self.policies),
+            caller: self.caller,
+            actor: self.actor.clone(),
+            request_id: self.request_id.clone(),
+            now: self.now,
+        }
+    }
+
+    fn templates(&self) -> Templates<'_> {
+        Templates {
+            db: self.db,
+            master: self.master,
+            keyring: self.keyring,
+            audit: self.audit,
+            policies: Arc::clone(&self.policies),
+            caller: self.caller,
+            actor: self.actor.clone(),
+            request_id: self.request_id.clone(),
+            now: self.now,
+        }
+    }
+
+    pub async fn create(&self, new: &NewCampaign) -> Result<CampaignView, CampaignError> {
+        let name = new.name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(CampaignError::Invalid("name: 1 to 200 characters".into()));
+        }
+        let t = self.templates().checked(&new.template).await?;
+        let s = self.segments().compiled(&new.segment).await?;
+        if t.row.recipient_id != s.row.recipient_id || t.row.purpose != s.row.purpose {
+            return Err(CampaignError::Invalid(format!(
+                "segment: the template is for {} and recipient {}, the segment for {} and recipient {}; a campaign needs one purpose and one recipient",
+                t.row.purpose, t.row.recipient_id, s.row.purpose, s.row.recipient_id
+            )));
+        }
+        let p = s.grant.purpose();
+        if !matches!(
+            p.legal_basis,
+            LegalBasis::Consent | LegalBasis::LegitimateInterest
+        ) {
+            return Err(CampaignError::Invalid(format!(
+                "template: purpose {} rests on {}; campaigns, which carry an unsubscribe link, are for purposes on consent or legitimate interest",
+                p.name,
+                p.legal_basis.as_str()
+            )));
+        }
+        if !p.may_read("user.contact.email") {
+            return Err(CampaignError::Invalid(format!(
+                "template: purpose {} does not read email addresses, so its messages cannot be addressed",
+                p.name
+            )));
+        }
+        let row = CampaignRow {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            name: name.to_owned(),
+            template_id: t.row.id.clone(),
+            segment_id: s.row.id.clone(),
+            recipient_id: s.row.recipient_id.clone(),
+            purpose: s.row.purpose.clone(),
+            created_by: self.actor.key_id.clone(),
+            created_at: self.now.unix_micros(),
+        };
+        let txn = self.db.begin_write().await?;
+        repo::insert(&txn, &row).await?;
+        let entry = NewEntry {
+            purpose: Some(row.purpose.clone()),
+            ..NewEntry::new(self.actor.clone(), "campaign.create", Outcome::Ok)
+                .request_id(self.request_id.clone())
+                .attributes(vec![
+                    format!("campaign:{}", row.id),
+                    format!("template:{}", row.template_id),
+                    format!("segment:{}", row.segment_id),
+                ])
+        };
+        self.audit.append(&txn, entry).await?;
+        txn.commit().await.map_err(StoreError::from)?;
+        Ok(row.into())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<CampaignView, CampaignError> {
+        Ok(self.row(id).await?.into())
+    }
+
+    async fn row(&self, id: &str) -> Result<CampaignRow, CampaignError> {
+        match repo::get(self.db.conn(), id).await? {
+            Some(r)
+                if self.caller.role != Role::Esp
+                    || self.caller.recipient.as_deref() == Some(&r.recipient_id) =>
+            {
+                Ok(r)
+            }
+            _ => Err(CampaignError::NotFound),
+        }
+    }
+
+    fn base_url(&self) -> String {
+        self.settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.settings.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// Checks the campaign can run now (its template and segment under the policies in
+    /// force); the recipient of its messages.
+    pub async fn recipient(&self, id: &str) -> Result<String, CampaignError> {
+        Ok(self.row(id).await?.recipient_id)
+    }
+
+    /// Produces the campaign's messages into `sink`, a page at a time: the segment's
+    /// members (the gate's conditions as each page is read), each rendered from their
+    /// minimised view, the page recorded, then sent.
+    pub async fn run_messages(&self, id: &str, sink: ExportSink) {
+        if let Err(e) = self.produce(id, &sink).await {
+            tracing::error!(error = %e, campaign = %id, "campaign messages failed");
+            let _ = sink.send(Err(ExportAborted)).await;
+        }
+    }
+
+    async fn produce(&self, id: &str, sink: &ExportSink) -> Result<(), CampaignError> {
+        let row = self.row(id).await?;
+        let t = self.templates().checked(&row.template_id).await?;
+        let segments = self.segments();
+        let s = segments.compiled(&row.segment_id).await?;
+        let condition = segments.condition_of(&s);
+        let gate = segments.gate_now(self.now);
+        let base = self.base_url();
+        let expires = self
+            .now
+            .plus_seconds(i64::try_from(self.settings.unsubscribe_ttl_secs).unwrap_or(i64::MAX));
+        let mut after: Option<String> = None;
+        loop {
+            let (page, last) = gate
+                .members(&s.grant, condition.clone(), after.as_deref(), 500, false)
+                .await
+                .map_err(SegmentError::from)?;
+            let Some(last) = last else { break };
+            after = Some(last);
+            let mut body = String::new();
+            let mut sent = Vec::with_capacity(page.len());
+            for (subject, m) in page {
+                let Some(to) = m.view.email().map(str::to_owned) else {
+                    continue;
+                };
+                let pseudonym = m.view.pseudonym().as_ref().to_owned();
+                let token = unsubscribe::issue(self.keyring, &row.id, &pseudonym, expires)?;
+                let url = format!("{base}/u/{token}");
+                let mut extra = Map::new();
+                extra.insert("unsubscribe_url".into(), Value::from(url.clone()));
+                extra.insert("campaign".into(), Value::from(row.id.clone()));
+                let data = rendering::data_of(&m.view, &s.grant, &t.names, &t.fallbacks, extra);
+                let rendered = t
+                    .renderer
+                    .render(&data)
+                    .map_err(|e| TemplatesError::Render(e.to_string()))?;
+                let mut headers = BTreeMap::new();
+                headers.insert(
+                    "List-Unsubscribe".to_owned(),
+                    format!(
+                        "<{url}>, <mailto:{}?subject=unsubscribe%20{token}>",
+                        self.settings.unsubscribe_mailto
+                    ),
+                );
+                headers.insert(
+                    "List-Unsubscribe-Post".to_owned(),
+                    "List-Unsubscribe=One-Click".to_owned(),
+                );
+                let message = Message {
+                    pseudonym,
+                    to,
+                    subject: rendered.subject,
+                    html: rendered.html,
+                    text: rendered.text,
+                    headers,
+                };
+                body.push_str(&serde_json::to_string(&message).unwrap_or_default());
+                body.push('\n');
+                sent.push((subject, m));
+            }
+            if sent.is_empty() {
+                continue;
+            }
+            gate.disclose_members(
+                &s.grant,
+                &sent,
+                "disclosure.campaign_messages",
+                vec![format!("campaign:{}", row.id), commitment(&sent)],
+            )
+            .await
+            .map_err(SegmentError::from)?;
+            if sink.send(Ok(body.into_bytes())).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What an unsubscribe link (no credentials but itself) may do.
+pub struct Unsubscriber<'a> {
+    pub db: &'a Db,
+    pub master: &'a MasterKey,
+    pub keyring: &'a Keyring,
+    pub audit: &'a AuditLog,
+    pub policies: Arc<Policies>,
+    pub now: Timestamp,
+}
+
+impl Unsubscriber<'_> {
+    /// Follows an unsubscribe link (`POST /u/{token}`): withdraws the campaign's consent
+    /// (or objects to its legitimate-interest purpose) for the person it names.
+    pub async fn unsubscribe(&self, token: &str) -> Result<Unsubscribed, CampaignError> {
+        let link = self.check_link(token)?;
+        let Some(row) = repo::get(self.db.conn(), &link.campaign).await? else {
+            return Err(CampaignError::BadLink);
+        };
+        let Some(p) = self.policies.purpose(&row.purpose) else {
+            return Err(CampaignError::BadLink);
+        };
+        let name = match p.legal_basis {
+            LegalBasis::Consent => p.consent.clone().unwrap_or_default(),
+            _ => p.name.clone(),
+        };
+        let subject =
+            recipients::resolve_pseudonym(self.db.conn(), &row.recipient_id, &link.pseudonym)
+                .await?;
+        let recorded = match subject {
+            // Erased since: there is nobody left to unsubscribe.
+            None => false,
+            Some(subject) => {
+                let ledger = Ledger {
+                    confirm_ttl_secs: 0,
+                    db: self.db,
+                    master: self.master,
+                    keyring: self.keyring,
+                    audit: self.audit,
+                    policies: &self.policies,
+                    actor: Actor::anonymous(),
+                    request_id: None,
+                    now: self.now,
+                };
+                ledger
+                    .withdraw_subject(
+                        &subject,
+                        &name,
+                        "unsubscribe_link",
+                        &format!("campaign:{}", row.id),
+                    )
+                    .await?
+            }
+        };
+        Ok(Unsubscribed {
+            withdrawn: name,
+            recorded,
+        })
+    }
+
+    /// Checks a link without acting on it (`GET /u/{token}`).
+    pub fn check_link(&self, token: &str) -> Result<unsubscribe::Unsubscribe, CampaignError> {
+        unsubscribe::verify(self.keyring, token, self.now).map_err(|e| match e {
+            LinkError::Invalid => CampaignError::BadLink,
+            LinkError::Expired => CampaignError::LinkExpired,
+        })
+    }
+}
