@@ -66,14 +66,25 @@ pub async fn history<C: ConnectionTrait>(
     histories(c, &[subject_id.to_owned()]).await
 }
 
-/// The records of every subject in `ids`, each subject's in [`history`] order (one query).
+/// The records of every subject in `ids`, each subject's in [`history`] order (one query);
+/// only those on `names` when given.
 pub async fn histories<C: ConnectionTrait>(
     c: &C,
     ids: &[String],
 ) -> Result<Vec<ConsentRow>, StoreError> {
-    Ok(Consent::find()
-        .filter(consent::Column::SubjectId.is_in(ids.iter().cloned()))
-        .order_by_asc(consent::Column::CapturedAt)
+    histories_of(c, ids, None).await
+}
+
+pub async fn histories_of<C: ConnectionTrait>(
+    c: &C,
+    ids: &[String],
+    names: Option<&[String]>,
+) -> Result<Vec<ConsentRow>, StoreError> {
+    let mut q = Consent::find().filter(consent::Column::SubjectId.is_in(ids.iter().cloned()));
+    if let Some(n) = names {
+        q = q.filter(consent::Column::Consent.is_in(n.iter().cloned()));
+    }
+    Ok(q.order_by_asc(consent::Column::CapturedAt)
         .order_by_asc(consent::Column::RecordedAt)
         .order_by_asc(consent::Column::Id)
         .all(c)

@@ -295,9 +295,20 @@ pub async fn traits_in<C: ConnectionTrait>(
     c: &C,
     ids: &[String],
 ) -> Result<Vec<TraitRow>, StoreError> {
-    Ok(Trait::find()
-        .filter(subject_trait::Column::SubjectId.is_in(ids.iter().cloned()))
-        .all(c)
+    traits_in_categories(c, ids, None).await
+}
+
+/// [`traits_in`], only those of `categories` when given.
+pub async fn traits_in_categories<C: ConnectionTrait>(
+    c: &C,
+    ids: &[String],
+    categories: Option<&[String]>,
+) -> Result<Vec<TraitRow>, StoreError> {
+    let mut q = Trait::find().filter(subject_trait::Column::SubjectId.is_in(ids.iter().cloned()));
+    if let Some(cats) = categories {
+        q = q.filter(subject_trait::Column::Category.is_in(cats.iter().cloned()));
+    }
+    Ok(q.all(c)
         .await?
         .into_iter()
         .map(|m| TraitRow {

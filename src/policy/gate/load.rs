@@ -149,7 +149,20 @@ pub async fn load_records<C: ConnectionTrait>(
                 .or_default()
                 .push(i);
         }
-        for t in profiles::traits_in(c, &ids).await? {
+        // Only what the view can hold, or what its age check reads.
+        let categories: Vec<String> = grant
+            .policies
+            .taxonomy
+            .categories()
+            .map(|(name, _)| name)
+            .filter(|name| {
+                grant.purpose.may_read(name)
+                    || *name == "user.demographic.date_of_birth"
+                    || *name == "user.demographic.age_range"
+            })
+            .map(str::to_owned)
+            .collect();
+        for t in profiles::traits_in_categories(c, &ids, Some(&categories)).await? {
             rows.traits.entry(t.subject_id.clone()).or_default().push(t);
         }
         rows.keys = profiles::subject_keys_in(c, &ids)
@@ -160,7 +173,11 @@ pub async fn load_records<C: ConnectionTrait>(
             .await?
             .into_iter()
             .collect();
-        for r in consents::histories(c, &ids).await? {
+        // The decisions the purpose's legal basis turns on: its consent, and objections
+        // (and GPC opt-outs) recorded under its own name.
+        let mut names = vec![grant.purpose.name.clone()];
+        names.extend(grant.purpose.consent.clone());
+        for r in consents::histories_of(c, &ids, Some(&names)).await? {
             rows.decisions
                 .entry(r.subject_id)
                 .or_default()
