@@ -242,10 +242,18 @@ impl Campaigns<'_> {
             .to_owned()
     }
 
-    /// Checks the campaign can run now (its template and segment under the policies in
-    /// force); the recipient of its messages.
+    /// The recipient of the campaign's messages.
     pub async fn recipient(&self, id: &str) -> Result<String, CampaignError> {
         Ok(self.row(id).await?.recipient_id)
+    }
+
+    /// Checks the campaign can run now: its template and segment under the policies in
+    /// force (so a refusal is an error response, not a stream cut short).
+    pub async fn check(&self, id: &str) -> Result<(), CampaignError> {
+        let row = self.row(id).await?;
+        self.templates().checked(&row.template_id).await?;
+        self.segments().compiled(&row.segment_id).await?;
+        Ok(())
     }
 
     /// Produces the campaign's messages into `sink`, a page at a time: the segment's

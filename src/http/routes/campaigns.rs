@@ -130,6 +130,9 @@ pub async fn messages(
         .recipient(&path)
         .await?;
     let keyring = state.keyring_for(&recipient).await?;
+    service(&state, &keyring, &auth.caller, auth.actor(), None)
+        .check(&path)
+        .await?;
     let id = path.into_inner();
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let state = state.into_inner();
