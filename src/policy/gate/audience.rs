@@ -133,8 +133,34 @@ pub async fn count<C: ConnectionTrait>(
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
+/// How many subject ids one member query looks at: the conditions are evaluated inside a
+/// window of ids, so a page costs the same at any size on both databases (PostgreSQL
+/// would otherwise evaluate them for every subject after `after` before its LIMIT).
+const WINDOW: u64 = 2000;
+
+/// The last id of the window of [`WINDOW`] subject ids after `after`; `None` when fewer
+/// remain (the window reaches the end).
+async fn window_end<C: ConnectionTrait>(
+    c: &C,
+    after: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    let mut q = Query::select();
+    q.expr(col("s", "id"))
+        .from_as(Alias::new("subjects"), Alias::new("s"));
+    if let Some(a) = after {
+        q.and_where(col("s", "id").gt(a.to_owned()));
+    }
+    q.order_by((Alias::new("s"), Alias::new("id")), Order::Asc)
+        .limit(1)
+        .offset(WINDOW - 1);
+    match c.query_one_raw(build(c, &q)).await? {
+        Some(r) => Ok(Some(r.try_get_by_index::<String>(0)?)),
+        None => Ok(None),
+    }
+}
+
 /// Up to `limit` member ids after `after` (by id), for the caller inside `policy` that
-/// turns each into a view.
+/// turns each into a view; fewer only at the end.
 async fn member_ids<C: ConnectionTrait>(
     c: &C,
     grant: &PurposeGrant,
@@ -144,17 +170,28 @@ async fn member_ids<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<String>, StoreError> {
     let d = dialect(c.get_database_backend());
-    let mut q = base(grant, rule, d, now);
-    q.expr(col("s", "id"));
-    if let Some(a) = after {
-        q.and_where(col("s", "id").gt(a.to_owned()));
+    let mut ids: Vec<String> = Vec::new();
+    let mut from = after.map(str::to_owned);
+    loop {
+        let end = window_end(c, from.as_deref()).await?;
+        let mut q = base(grant, rule.clone(), d, now);
+        q.expr(col("s", "id"));
+        if let Some(a) = &from {
+            q.and_where(col("s", "id").gt(a.clone()));
+        }
+        if let Some(e) = &end {
+            q.and_where(col("s", "id").lte(e.clone()));
+        }
+        q.order_by((Alias::new("s"), Alias::new("id")), Order::Asc)
+            .limit(limit - ids.len() as u64);
+        for r in c.query_all_raw(build(c, &q)).await? {
+            ids.push(r.try_get_by_index::<String>(0)?);
+        }
+        match end {
+            Some(e) if (ids.len() as u64) < limit => from = Some(e),
+            _ => return Ok(ids),
+        }
     }
-    q.order_by((Alias::new("s"), Alias::new("id")), Order::Asc)
-        .limit(limit);
-    let rows = c.query_all_raw(build(c, &q)).await?;
-    rows.into_iter()
-        .map(|r| r.try_get_by_index::<String>(0).map_err(StoreError::from))
-        .collect()
 }
 
 /// Whether `subject` is in the audience the condition selects for `grant` now.
