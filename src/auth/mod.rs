@@ -47,6 +47,28 @@ impl Caller {
         }
     }
 
+    /// Whether this caller may see what is kept for `recipient` (segments, templates,
+    /// campaigns): an `esp` key only its own recipient's, other roles any.
+    pub fn sees(&self, recipient: &str) -> bool {
+        self.role != Role::Esp || self.recipient.as_deref() == Some(recipient)
+    }
+
+    /// Which recipient's records a listing shows: `Some(None)` all of them,
+    /// `Some(Some(r))` only `r`'s (an `esp` key), `None` nothing (an `esp` key with no
+    /// recipient).
+    pub fn listing(&self) -> Option<Option<&str>> {
+        match (self.role, self.recipient.as_deref()) {
+            (Role::Esp, None) => None,
+            (Role::Esp, Some(r)) => Some(Some(r)),
+            _ => Some(None),
+        }
+    }
+
+    /// The recipient a new record is for: the one named, else the key's own.
+    pub fn recipient_or_own(&self, named: Option<&str>) -> Option<String> {
+        named.or(self.recipient.as_deref()).map(str::to_owned)
+    }
+
     fn from_row(row: &ApiKeyRow, via: Credential) -> Self {
         Self {
             key_id: row.id.clone(),

@@ -23,7 +23,7 @@ use crate::config::Settings;
 use crate::consent::unsubscribe::{self, LinkError};
 use crate::consent::{ConsentError, Ledger};
 use crate::crypto::{Keyring, MasterKey};
-use crate::domain::{Actor, Role, Timestamp};
+use crate::domain::{Actor, Timestamp};
 use crate::policy::segments::{ExportAborted, ExportSink, SegmentError, Segments, commitment};
 use crate::policy::templates::{Templates, TemplatesError};
 use crate::policy::{LegalBasis, Policies};
@@ -223,12 +223,7 @@ impl Campaigns<'_> {
 
     async fn row(&self, id: &str) -> Result<CampaignRow, CampaignError> {
         match repo::get(self.db.conn(), id).await? {
-            Some(r)
-                if self.caller.role != Role::Esp
-                    || self.caller.recipient.as_deref() == Some(&r.recipient_id) =>
-            {
-                Ok(r)
-            }
+            Some(r) if self.caller.sees(&r.recipient_id) => Ok(r),
             _ => Err(CampaignError::NotFound),
         }
     }

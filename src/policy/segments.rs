@@ -17,7 +17,7 @@ use crate::audit::{AuditError, AuditLog, NewEntry, Outcome};
 use crate::auth::Caller;
 use crate::crypto::{Keyring, MasterKey};
 use crate::domain::Clock;
-use crate::domain::{Actor, Role, Timestamp};
+use crate::domain::{Actor, Timestamp};
 use crate::policy::Policies;
 use crate::policy::gate::audience::ExportEnd;
 use crate::policy::gate::audience::{self, Member};
@@ -158,23 +158,15 @@ impl Segments<'_> {
         Ok(rule)
     }
 
-    fn visible(&self, row: &SegmentRow) -> bool {
-        self.caller.role != Role::Esp || self.caller.recipient.as_deref() == Some(&row.recipient_id)
-    }
-
     pub async fn create(&self, new: &NewSegment) -> Result<SegmentView, SegmentError> {
         let name = new.name.trim();
         if name.is_empty() || name.len() > 200 {
             return Err(SegmentError::Invalid("name: 1 to 200 characters".into()));
         }
-        let recipient = match (&new.recipient, &self.caller.recipient) {
-            (Some(r), _) => r.clone(),
-            (None, Some(own)) => own.clone(),
-            (None, None) => {
-                return Err(SegmentError::Invalid(
-                    "recipient: the recipient the segment is built for".into(),
-                ));
-            }
+        let Some(recipient) = self.caller.recipient_or_own(new.recipient.as_deref()) else {
+            return Err(SegmentError::Invalid(
+                "recipient: the recipient the segment is built for".into(),
+            ));
         };
         let grant = self.grant(&recipient, &new.purpose).await?;
         Self::checked(&new.rule, &grant)?;
@@ -214,13 +206,10 @@ impl Segments<'_> {
     }
 
     pub async fn list(&self) -> Result<Vec<SegmentView>, SegmentError> {
-        let own = (self.caller.role == Role::Esp)
-            .then(|| self.caller.recipient.clone())
-            .flatten();
-        if self.caller.role == Role::Esp && own.is_none() {
+        let Some(scope) = self.caller.listing() else {
             return Ok(Vec::new());
-        }
-        Ok(repo::list(self.db.conn(), own.as_deref())
+        };
+        Ok(repo::list(self.db.conn(), scope)
             .await?
             .into_iter()
             .map(SegmentView::from)
@@ -229,7 +218,7 @@ impl Segments<'_> {
 
     async fn row(&self, id: &str) -> Result<SegmentRow, SegmentError> {
         match repo::get(self.db.conn(), id).await? {
-            Some(r) if self.visible(&r) => Ok(r),
+            Some(r) if self.caller.sees(&r.recipient_id) => Ok(r),
             _ => Err(SegmentError::NotFound),
         }
     }

@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use crate::audit::{AuditError, AuditLog, NewEntry, Outcome};
 use crate::auth::Caller;
 use crate::crypto::{Keyring, MasterKey};
-use crate::domain::{Actor, Role, Timestamp};
+use crate::domain::{Actor, Timestamp};
 use crate::policy::Policies;
 use crate::policy::gate::{AuthorizeError, Gate, GateError, PurposeGrant, grant_for};
 use crate::rendering::{self, Offence, Rendered, Renderer, TemplateError};
@@ -194,10 +194,6 @@ impl Templates<'_> {
         .await?)
     }
 
-    fn visible(&self, row: &TemplateRow) -> bool {
-        self.caller.role != Role::Esp || self.caller.recipient.as_deref() == Some(&row.recipient_id)
-    }
-
     async fn audited(
         &self,
         txn: &sea_orm::DatabaseTransaction,
@@ -236,14 +232,10 @@ impl Templates<'_> {
         if new.subject.trim().is_empty() {
             return Err(TemplatesError::Invalid("subject: a subject line".into()));
         }
-        let recipient = match (&new.recipient, &self.caller.recipient) {
-            (Some(r), _) => r.clone(),
-            (None, Some(own)) => own.clone(),
-            (None, None) => {
-                return Err(TemplatesError::Invalid(
-                    "recipient: the recipient the template is rendered for".into(),
-                ));
-            }
+        let Some(recipient) = self.caller.recipient_or_own(new.recipient.as_deref()) else {
+            return Err(TemplatesError::Invalid(
+                "recipient: the recipient the template is rendered for".into(),
+            ));
         };
         let grant = self.grant(&recipient, &new.purpose).await?;
         checked(&new.subject, &new.html, &new.text, &new.fallbacks, &grant)?;
@@ -267,13 +259,10 @@ impl Templates<'_> {
     }
 
     pub async fn list(&self) -> Result<Vec<TemplateView>, TemplatesError> {
-        if self.caller.role == Role::Esp && self.caller.recipient.is_none() {
+        let Some(scope) = self.caller.listing() else {
             return Ok(Vec::new());
-        }
-        let own = (self.caller.role == Role::Esp)
-            .then(|| self.caller.recipient.clone())
-            .flatten();
-        Ok(repo::list(self.db.conn(), own.as_deref())
+        };
+        Ok(repo::list(self.db.conn(), scope)
             .await?
             .into_iter()
             .map(TemplateView::from)
@@ -282,7 +271,7 @@ impl Templates<'_> {
 
     async fn row(&self, id: &str) -> Result<TemplateRow, TemplatesError> {
         match repo::get(self.db.conn(), id).await? {
-            Some(r) if self.visible(&r) => Ok(r),
+            Some(r) if self.caller.sees(&r.recipient_id) => Ok(r),
             _ => Err(TemplatesError::NotFound),
         }
     }

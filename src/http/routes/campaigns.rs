@@ -143,14 +143,9 @@ pub async fn messages(
         let svc = service(&state, &keyring, &caller, actor, request_id);
         svc.run_messages(&id, tx).await;
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (chunk.map(web::Bytes::from), rx))
-    });
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
-        .streaming(body))
+        .streaming(super::segments::streamed(rx)))
 }
 
 fn page(title: &str, body: &str) -> String {

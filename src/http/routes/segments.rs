@@ -204,6 +204,19 @@ pub struct ExportQuery {
     pub since: Option<String>,
 }
 
+/// The HTTP body of a streamed export or campaign: the producer's chunks as they come; an
+/// error chunk cuts the transfer.
+pub(crate) fn streamed(
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, crate::policy::segments::ExportAborted>>,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, crate::policy::segments::ExportAborted>> + 'static
+{
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (chunk.map(web::Bytes::from), rx))
+    })
+}
+
 /// Export the segment's audience to its recipient, streamed: every row the member's
 /// minimised view with the recipient's pseudonym, consent evaluated as the rows are
 /// read. Each page of rows is recorded (a disclosure record per member) before it is
@@ -259,15 +272,8 @@ pub async fn export(
         };
         svc.run_export(plan, state.clock.as_ref(), tx).await;
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (chunk.map(web::Bytes::from), rx))
-    });
-    let extension = match format {
-        Format::Ndjson => "ndjson",
-        Format::Csv => "csv",
-    };
+    let body = streamed(rx);
+    let extension = format.as_str();
     Ok(HttpResponse::Ok()
         .content_type(format.content_type())
         .insert_header(("Consentry-Export-Id", id.clone()))
