@@ -85,8 +85,8 @@ pub struct Settings {
     /// An export that made no progress for this long (seconds; its process died or its
     /// client stopped reading) is marked interrupted.
     pub export_stale_secs: u64,
-    /// How often `serve` recomputes RFM and retrains the propensity model (seconds); 0:
-    /// only on demand.
+    /// How often `serve` recomputes RFM, retrains the propensity model and the
+    /// recommendation models (seconds); 0: only on demand.
     pub scores_interval_secs: u64,
     /// The gateway's public base URL, for links in messages (one-click unsubscribe);
     /// unset: `http://` and the listen address.

@@ -366,6 +366,12 @@ async fn maintain(state: web::Data<AppState>) {
                         "scores recomputed"),
                     Err(e) => tracing::warn!(error = %e, "recomputing scores failed"),
                 }
+                match crate::policy::recommendations::train_all(&state.db, &state.audit,
+                    &policies, crate::domain::Actor::system(), state.clock.now()).await
+                {
+                    Ok(r) => tracing::info!(models = r.len(), "recommendation models trained"),
+                    Err(e) => tracing::warn!(error = %e, "training recommendation models failed"),
+                }
             }
             _ = resume_tick.tick() => {
                 if let Err(e) = resume_requests(&state).await {

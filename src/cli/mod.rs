@@ -59,6 +59,17 @@ enum ScoresCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum RecommendationsCommand {
+    /// Train every behavioural purpose's model now (products bought by the same people,
+    /// bestsellers), from the subjects each purpose may process.
+    Train {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Run the gateway.
     Serve {
@@ -103,6 +114,19 @@ enum Command {
     /// Scores: RFM and purchase propensity.
     #[command(subcommand)]
     Scores(ScoresCommand),
+    /// Load the product catalogue from an NDJSON file (one product per line) or a CSV file
+    /// with a header (id, name, url, image_url, price, currency, category, available);
+    /// all or nothing: bad lines are listed and nothing is loaded (exit 2).
+    Catalog {
+        /// The file (.csv, or NDJSON).
+        file: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recommendation models.
+    #[command(subcommand)]
+    Recommendations(RecommendationsCommand),
     /// Data-subject requests: the queue, verification, deadlines.
     #[command(subcommand)]
     Dsar(dsar::DsarCommand),
@@ -281,7 +305,92 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dsar(cmd) => dsar::run(settings, cmd).await,
         Command::Retention { dry_run, json } => retention(settings, dry_run, json).await,
         Command::Scores(cmd) => scores(settings, cmd).await,
+        Command::Catalog { file, json } => catalog(settings, &file, json).await,
+        Command::Recommendations(RecommendationsCommand::Train { json }) => {
+            train_recommendations(settings, json).await
+        }
     }
+}
+
+async fn catalog(
+    settings: Settings,
+    file: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::policy::catalog::{CatalogError, CatalogLoad};
+    use std::io::BufRead;
+    crate::telemetry::init(settings.log_format, "warn");
+    let core = Core::open(settings, Arc::new(SystemClock)).await?;
+    let mut load = CatalogLoad::new(core.clock.now());
+    let csv_file = file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let opened =
+        std::fs::File::open(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if csv_file {
+        let mut reader = csv::Reader::from_reader(opened);
+        let header = reader.headers()?.clone();
+        for (i, record) in reader.records().enumerate() {
+            let line = i as u64 + 2;
+            let record = record.map_err(|e| anyhow::anyhow!("line {line}: {e}"))?;
+            let object: serde_json::Map<String, serde_json::Value> = header
+                .iter()
+                .zip(record.iter())
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
+                .collect();
+            load.object(line, &object);
+        }
+    } else {
+        for (i, text) in std::io::BufReader::new(opened).lines().enumerate() {
+            let text = text.map_err(|e| anyhow::anyhow!("line {}: {e}", i + 1))?;
+            load.json_line(i as u64 + 1, &text);
+        }
+    }
+    let code = match load.finish(&core.db, &core.audit, Actor::cli(), None).await {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            }
+            eprintln!(
+                "catalog: {} read, {} created, {} updated, {} deleted; {} products",
+                r.read, r.created, r.updated, r.deleted, r.products
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e @ (CatalogError::Rejected { .. } | CatalogError::Invalid(_))) => {
+            eprintln!("catalog: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    core.db.close().await?;
+    Ok(code)
+}
+
+async fn train_recommendations(settings: Settings, json: bool) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init(settings.log_format, "warn");
+    let core = Core::open(settings, Arc::new(SystemClock)).await?;
+    let policies = core.policies.get();
+    let report = crate::policy::recommendations::train_all(
+        &core.db,
+        &core.audit,
+        &policies,
+        Actor::cli(),
+        core.clock.now(),
+    )
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    for m in &report {
+        eprintln!(
+            "recommendations {}: {} subjects, {} products, {} pairs",
+            m.purpose, m.subjects, m.products, m.pairs
+        );
+    }
+    core.db.close().await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn scores(settings: Settings, cmd: ScoresCommand) -> anyhow::Result<ExitCode> {

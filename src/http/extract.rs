@@ -59,6 +59,52 @@ impl RawBody {
     }
 }
 
+impl RawBody {
+    /// The body a line at a time (`f(line number, text)`), never held whole; refused with
+    /// 413 past `limit` bytes and 400 when a line is not UTF-8.
+    pub async fn lines(self, limit: u64, mut f: impl FnMut(u64, &str)) -> Result<(), ApiError> {
+        if self.declared.is_some_and(|n| n as u64 > limit) {
+            return Err(too_large(usize::try_from(limit).unwrap_or(usize::MAX)));
+        }
+        let mut body = self.body;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut size: u64 = 0;
+        let mut line: u64 = 0;
+        let mut emit = |bytes: &[u8], line: u64| -> Result<(), ApiError> {
+            let text = std::str::from_utf8(bytes).map_err(|_| {
+                ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("line {line}: is not UTF-8 text"),
+                )
+            })?;
+            f(line, text.strip_suffix('\r').unwrap_or(text));
+            Ok(())
+        };
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|_| {
+                ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
+            })?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(too_large(usize::try_from(limit).unwrap_or(usize::MAX)));
+            }
+            pending.extend_from_slice(&chunk);
+            let mut start = 0;
+            while let Some(i) = pending[start..].iter().position(|b| *b == b'\n') {
+                line += 1;
+                emit(&pending[start..start + i], line)?;
+                start += i + 1;
+            }
+            pending.drain(..start);
+        }
+        if !pending.is_empty() {
+            line += 1;
+            emit(&pending, line)?;
+        }
+        Ok(())
+    }
+}
+
 impl FromRequest for RawBody {
     type Error = ApiError;
     type Future = std::future::Ready<Result<Self, ApiError>>;
@@ -177,6 +223,11 @@ permission!(
     DpoOrAuditor,
     "The record of processing activities.",
     [Dpo, Auditor]
+);
+permission!(
+    IngestOrAdmin,
+    "Loading the product catalogue (sources and admins).",
+    [Ingest, Admin]
 );
 permission!(EspOnly, "An ESP reading for its own recipient.", [Esp]);
 permission!(

@@ -14,8 +14,8 @@ pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_heade
 
 use error::{ApiError, ErrorCode};
 use routes::{
-    audit, campaigns, consents, dsar, esp, imports, keys, oauth, policies, recipients, scores,
-    segments, subjects, system, templates, tracking,
+    audit, campaigns, catalog, consents, dsar, esp, imports, keys, oauth, policies, recipients,
+    scores, segments, subjects, system, templates, tracking,
 };
 
 #[derive(OpenApi)]
@@ -34,7 +34,8 @@ use routes::{
         policies::ropa, policies::reload,
         consents::record, consents::history, consents::confirm, consents::receipt,
         recipients::create, recipients::list, recipients::get, recipients::rotate,
-        recipients::retire, esp::profile, esp::pseudonym,
+        recipients::retire, esp::profile, esp::pseudonym, esp::recommendations,
+        catalog::load, catalog::train,
         dsar::create, dsar::list, dsar::show, dsar::verify, dsar::extend, dsar::reject,
         dsar::withdraw, dsar::execute, dsar::package, dsar::rectify,
         segments::create, segments::list, segments::get, segments::delete, segments::count,
@@ -57,6 +58,7 @@ use routes::{
         (name = "scores", description = "RFM and purchase-propensity scores (admin computes), external scores (ingest posts)"),
         (name = "templates", description = "Handlebars templates checked against their purpose; rendered through the gate (esp, admin)"),
         (name = "campaigns", description = "Campaigns: a template rendered for a segment's members (esp, admin); one-click unsubscribe links (RFC 8058, no authentication)"),
+        (name = "recommendations", description = "The product catalogue (ingest, admin) and the recommendation models (admin); blocks are read per person under recipients"),
         (name = "policies", description = "The record of processing activities (dpo, auditor) and policy reloads (admin)"),
         (name = "consents", description = "The consent ledger (ingest, dpo)"),
         (name = "imports", description = "Offline CRM, POS and loyalty files (ingest)"),
@@ -150,6 +152,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(
         resource("/v1/recipients/{rid}/profiles/{pseudonym}").route(web::get().to(esp::profile)),
     )
+    .service(
+        resource("/v1/recipients/{rid}/profiles/{pseudonym}/recommendations")
+            .route(web::get().to(esp::recommendations)),
+    )
     .service(resource("/v1/recipients/{rid}/pseudonyms").route(web::post().to(esp::pseudonym)))
     .service(
         resource("/v1/dsar")
@@ -198,6 +204,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
             .route(web::get().to(campaigns::confirm_page))
             .route(web::post().to(campaigns::unsubscribe)),
     )
+    .service(resource("/v1/catalog").route(web::post().to(catalog::load)))
+    .service(resource("/v1/recommendations/train").route(web::post().to(catalog::train)))
     .service(resource("/v1/scores").route(web::post().to(scores::post)))
     .service(resource("/v1/scores/compute").route(web::post().to(scores::compute)))
     .service(resource("/v1/ropa").route(web::get().to(policies::ropa)))

@@ -24,10 +24,11 @@ use crate::consent::unsubscribe::{self, LinkError};
 use crate::consent::{ConsentError, Ledger};
 use crate::crypto::{Keyring, MasterKey};
 use crate::domain::{Actor, Timestamp};
+use crate::policy::recommendations::{self, Recommender};
 use crate::policy::segments::{ExportAborted, ExportSink, SegmentError, Segments, commitment};
-use crate::policy::templates::{Templates, TemplatesError};
+use crate::policy::templates::{BLOCK_SIZE, Templates, TemplatesError};
 use crate::policy::{LegalBasis, Policies};
-use crate::rendering;
+use crate::rendering::{self, Strategy};
 use crate::store::campaigns::{self as repo, CampaignRow};
 use crate::store::{Db, StoreError, recipients};
 
@@ -272,6 +273,12 @@ impl Campaigns<'_> {
         let expires = self
             .now
             .plus_seconds(i64::try_from(self.settings.unsubscribe_ttl_secs).unwrap_or(i64::MAX));
+        let wants_block = t.names.contains("recommendations");
+        let recommender = if wants_block {
+            Some(Recommender::new(self.db, &t.grant).await?)
+        } else {
+            None
+        };
         let mut after: Option<String> = None;
         loop {
             let (page, last) = gate
@@ -280,9 +287,18 @@ impl Campaigns<'_> {
                 .map_err(SegmentError::from)?;
             let Some(last) = last else { break };
             after = Some(last);
+            let mut blocks = match &recommender {
+                Some(r) => {
+                    let members: Vec<(&str, &crate::policy::gate::MinimisedProfile)> =
+                        page.iter().map(|(s, m)| (s.as_str(), &m.view)).collect();
+                    r.for_members(&members, Strategy::Default, BLOCK_SIZE)
+                        .await?
+                }
+                None => std::collections::HashMap::new(),
+            };
             let mut body = String::new();
             let mut sent = Vec::with_capacity(page.len());
-            for (subject, m) in page {
+            for (subject, mut m) in page {
                 let Some(to) = m.view.email().map(str::to_owned) else {
                     continue;
                 };
@@ -292,6 +308,14 @@ impl Campaigns<'_> {
                 let mut extra = Map::new();
                 extra.insert("unsubscribe_url".into(), Value::from(url.clone()));
                 extra.insert("campaign".into(), Value::from(row.id.clone()));
+                if wants_block {
+                    let block = blocks.remove(&subject).unwrap_or_default();
+                    extra.insert(
+                        "recommendations".into(),
+                        serde_json::to_value(block).unwrap_or_default(),
+                    );
+                    m.also_disclosed.push(recommendations::DISCLOSED.to_owned());
+                }
                 let data = rendering::data_of(&m.view, &s.grant, &t.names, &t.fallbacks, extra);
                 let rendered = t
                     .renderer

@@ -8,10 +8,12 @@
 //! [`gate`] is the one way profile data leaves: `authorize` makes a `PurposeGrant`,
 //! `minimise` a `MinimisedProfile`, and nothing else can make either.
 pub mod campaigns;
+pub mod catalog;
 pub mod gate;
 mod identifiers;
 mod purposes;
 pub mod recipients;
+pub mod recommendations;
 pub mod reload;
 pub mod ropa;
 pub mod segments;

@@ -21,7 +21,11 @@ use crate::crypto::{Keyring, MasterKey};
 use crate::domain::{Actor, Timestamp};
 use crate::policy::Policies;
 use crate::policy::gate::{AuthorizeError, Gate, GateError, PurposeGrant, grant_for};
-use crate::rendering::{self, Offence, Rendered, Renderer, TemplateError};
+use crate::policy::recommendations::{self, Recommender};
+use crate::rendering::{self, Offence, Rendered, Renderer, Strategy, TemplateError};
+
+/// Products in a template's `recommendations` block.
+pub const BLOCK_SIZE: usize = 6;
 use crate::store::templates::{self as repo, TemplateRow};
 use crate::store::{Db, StoreError};
 
@@ -320,10 +324,28 @@ impl Templates<'_> {
             request_id: self.request_id.clone(),
             now: self.now,
         };
-        let view = gate.profile(&c.grant, pseudonym).await?;
-        let data = rendering::data_of(&view, &c.grant, &c.names, &c.fallbacks, Map::new());
-        c.renderer
+        let action = "disclosure.profile";
+        let (subject, view) = gate.admit(&c.grant, pseudonym, action).await?;
+        let mut extra = Map::new();
+        let mut disclosed = view.disclosed();
+        if c.names.contains("recommendations") {
+            let mut blocks = Recommender::new(self.db, &c.grant)
+                .await?
+                .for_members(&[(subject.as_str(), &view)], Strategy::Default, BLOCK_SIZE)
+                .await?;
+            let block = blocks.remove(&subject).unwrap_or_default();
+            extra.insert(
+                "recommendations".into(),
+                serde_json::to_value(block).unwrap_or_default(),
+            );
+            disclosed.push(recommendations::DISCLOSED.to_owned());
+        }
+        let data = rendering::data_of(&view, &c.grant, &c.names, &c.fallbacks, extra);
+        let rendered = c
+            .renderer
             .render(&data)
-            .map_err(|e| TemplatesError::Render(e.to_string()))
+            .map_err(|e| TemplatesError::Render(e.to_string()))?;
+        gate.recorded(&c.grant, &subject, disclosed, action).await?;
+        Ok(rendered)
     }
 }

@@ -2,7 +2,9 @@
 //! checked against the purpose they serve when saved, rendered from minimised views only.
 //! This module sees only `MinimisedProfile` and `PurposeGrant` (SPEC §4).
 pub mod check;
+pub mod recommend;
 pub mod render;
 
 pub use check::{Checked, Offence, TemplateError, check, compile};
+pub use recommend::{Reason, Recommendation, Strategy};
 pub use render::{Rendered, Renderer, data_of};

@@ -4,6 +4,7 @@ pub mod aggregates;
 pub mod api_keys;
 pub mod audit;
 pub mod campaigns;
+pub mod catalog;
 pub mod consents;
 pub mod disclosures;
 pub mod dsar;

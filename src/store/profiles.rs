@@ -587,6 +587,36 @@ pub async fn events_of<C: ConnectionTrait>(
         .collect())
 }
 
+/// The `track` events named one of `names` of each of `subject_ids`: (subject, name,
+/// properties, occurred at), in no particular order.
+pub async fn named_events_of_many<C: ConnectionTrait>(
+    c: &C,
+    subject_ids: &[String],
+    names: &[&str],
+) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+    use sea_orm::QuerySelect;
+    let mut out = Vec::new();
+    if names.is_empty() {
+        return Ok(out);
+    }
+    for chunk in subject_ids.chunks(CHUNK) {
+        let rows: Vec<(String, String, String, i64)> = Event::find()
+            .select_only()
+            .column(event::Column::SubjectId)
+            .column(event::Column::Name)
+            .column(event::Column::Properties)
+            .column(event::Column::OccurredAt)
+            .filter(event::Column::SubjectId.is_in(chunk.iter().cloned()))
+            .filter(event::Column::Kind.eq("track"))
+            .filter(event::Column::Name.is_in(names.iter().map(|n| (*n).to_owned())))
+            .into_tuple()
+            .all(c)
+            .await?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
 /// Deletes a subject's identifiers of one kind (every key version); returns how many.
 pub async fn delete_identifiers_of_kind<C: ConnectionTrait>(
     c: &C,

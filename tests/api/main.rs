@@ -17,6 +17,7 @@ mod identity;
 mod imports;
 mod keys;
 mod policies;
+mod recommendations;
 mod scores;
 mod segments;
 mod templates;

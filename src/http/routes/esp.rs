@@ -121,3 +121,89 @@ pub async fn pseudonym(
         pseudonym: p.to_string(),
     }))
 }
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendationsQuery {
+    /// The purpose the block is for; it must read browsing or purchase history.
+    pub purpose: String,
+    /// At most this many products (1-50, default 6).
+    pub limit: Option<usize>,
+    /// `default` (recently viewed, then bought together, then bestsellers),
+    /// `recently_viewed`, `bought_together`, `bestsellers` or `none`.
+    pub strategy: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecommendationBlock {
+    pub pseudonym: String,
+    pub purpose: String,
+    pub strategy: String,
+    pub products: Vec<crate::rendering::Recommendation>,
+}
+
+/// Products for one person, from their browsing and purchase events as the purpose may
+/// read them: recently viewed and not bought, then products often bought by the people
+/// who bought what they bought, then the bestsellers. Only available catalogue products.
+/// The same 404 as the profile for a person who may not be disclosed; each answer is a
+/// recorded disclosure.
+#[utoipa::path(get, path = "/v1/recipients/{rid}/profiles/{pseudonym}/recommendations",
+    tag = "recipients", security(("bearer" = [])),
+    params(("rid" = String, Path, description = "The recipient id (the key's own)"),
+           ("pseudonym" = String, Path, description = "`ps<version>.<43 base64url characters>`"),
+           RecommendationsQuery),
+    responses(
+    (status = 200, description = "The block (possibly empty)", body = RecommendationBlock),
+    (status = 400, description = "Malformed pseudonym, unknown purpose or strategy, limit out of range", body = ErrorBody),
+    (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    (status = 403, description = "Not an esp key of this recipient, or a purpose it may not request", body = ErrorBody),
+    (status = 404, description = "No profile for that pseudonym and purpose", body = ErrorBody),
+    (status = 410, description = "The pseudonym's key version was retired", body = ErrorBody),
+    (status = 422, description = "purpose_mismatch: the purpose reads neither browsing nor purchase history", body = ErrorBody),
+    (status = 503, description = "Audit log or database unavailable; nothing disclosed", body = ErrorBody)))]
+pub async fn recommendations(
+    state: web::Data<AppState>,
+    auth: Authorized<EspOnly>,
+    path: web::Path<(String, String)>,
+    q: Query<RecommendationsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::http::error::ErrorCode;
+    use crate::rendering::Strategy;
+    let (rid, pseudonym) = path.into_inner();
+    let q = q.parse()?;
+    let strategy = match q.strategy.as_deref() {
+        None => Strategy::Default,
+        Some(s) => Strategy::parse(s).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("strategy: one of {}", Strategy::NAMES.join(", ")),
+            )
+        })?,
+    };
+    let grant = grant_for(
+        &state.db,
+        &auth.caller,
+        &rid,
+        &q.purpose,
+        state.policies.get(),
+    )
+    .await?;
+    let keyring = state.keyring_for(&rid).await?;
+    let products = crate::policy::recommendations::Recommendations {
+        db: &state.db,
+        master: &state.master,
+        keyring: &keyring,
+        audit: &state.audit,
+        actor: auth.actor(),
+        request_id: auth.request_id.clone(),
+        now: state.clock.now(),
+    }
+    .for_pseudonym(&grant, &pseudonym, strategy, q.limit.unwrap_or(6))
+    .await?;
+    Ok(HttpResponse::Ok().json(RecommendationBlock {
+        pseudonym,
+        purpose: q.purpose,
+        strategy: strategy.as_str().to_owned(),
+        products,
+    }))
+}

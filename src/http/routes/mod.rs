@@ -1,5 +1,6 @@
 pub mod audit;
 pub mod campaigns;
+pub mod catalog;
 pub mod consents;
 pub mod dsar;
 pub mod esp;

@@ -228,6 +228,8 @@ fn age_data() -> Expr {
 pub struct Member {
     pub view: MinimisedProfile,
     pub events: Vec<MinimisedEvent>,
+    /// What else goes out with the view (e.g. `recommendations`), recorded with it.
+    pub also_disclosed: Vec<String>,
 }
 
 impl Gate<'_> {
@@ -262,7 +264,14 @@ impl Gate<'_> {
             } else {
                 Vec::new()
             };
-            out.push((id, Member { view, events }));
+            out.push((
+                id,
+                Member {
+                    view,
+                    events,
+                    also_disclosed: Vec::new(),
+                },
+            ));
         }
         Ok((out, last))
     }
@@ -347,7 +356,11 @@ async fn record_sent(
     recipients::remember_pseudonyms(txn, grant.recipient(), &pseudonyms, at).await?;
     let records: Vec<_> = sent
         .iter()
-        .map(|(subject, m)| disclosure(grant, subject, m.view.disclosed(), at))
+        .map(|(subject, m)| {
+            let mut attributes = m.view.disclosed();
+            attributes.extend(m.also_disclosed.iter().cloned());
+            disclosure(grant, subject, attributes, at)
+        })
         .collect();
     disclosures::insert_many(txn, &records).await?;
     Ok(())

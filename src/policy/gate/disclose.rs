@@ -83,6 +83,22 @@ impl Gate<'_> {
         grant: &PurposeGrant,
         pseudonym: &str,
     ) -> Result<MinimisedProfile, GateError> {
+        let (subject, view) = self.admit(grant, pseudonym, "disclosure.profile").await?;
+        self.recorded(grant, &subject, view.disclosed(), "disclosure.profile")
+            .await?;
+        Ok(view)
+    }
+
+    /// The subject a recipient knows by `pseudonym`, and its view, when it may be
+    /// disclosed; a refusal is audited (as `action`) and answered like an unknown
+    /// pseudonym. Nothing is recorded as disclosed yet: the caller records what it sends
+    /// with [`Gate::recorded`] before sending it.
+    pub(crate) async fn admit(
+        &self,
+        grant: &PurposeGrant,
+        pseudonym: &str,
+        action: &str,
+    ) -> Result<(String, MinimisedProfile), GateError> {
         let pseudonym = Pseudonym::parse(pseudonym).map_err(GateError::InvalidPseudonym)?;
         match self
             .keyring
@@ -100,30 +116,32 @@ impl Gate<'_> {
         else {
             return Err(GateError::NotFound);
         };
-        let decision = self.decide(conn, grant, &subject, pseudonym).await?;
-        let txn = self.db.begin_write().await?;
-        let result = match decision {
-            Ok(view) => {
-                self.record(
-                    &txn,
-                    grant,
-                    &subject,
-                    view.disclosed(),
-                    "disclosure.profile",
-                )
-                .await?;
-                Ok(view)
-            }
-            Err(denial) => {
-                if let Some(d) = denial {
-                    self.refused(&txn, grant, &subject, d, "disclosure.profile")
-                        .await?;
-                }
+        match self.decide(conn, grant, &subject, pseudonym).await? {
+            Ok(view) => Ok((subject, view)),
+            Err(None) => Err(GateError::NotFound),
+            Err(Some(d)) => {
+                let txn = self.db.begin_write().await?;
+                self.refused(&txn, grant, &subject, d, action).await?;
+                txn.commit().await.map_err(StoreError::from)?;
                 Err(GateError::NotFound)
             }
-        };
+        }
+    }
+
+    /// Records that `attributes` of a subject [`Gate::admit`] let through go to the
+    /// grant's recipient: the disclosure record and its audit entry, committed together.
+    pub(crate) async fn recorded(
+        &self,
+        grant: &PurposeGrant,
+        subject: &str,
+        attributes: Vec<String>,
+        action: &str,
+    ) -> Result<(), GateError> {
+        let txn = self.db.begin_write().await?;
+        self.record(&txn, grant, subject, attributes, action)
+            .await?;
         txn.commit().await.map_err(StoreError::from)?;
-        result
+        Ok(())
     }
 
     /// The recipient's current pseudonym for the person it knows by an identifier, when

@@ -18,7 +18,7 @@ mod load;
 mod view;
 
 pub use disclose::{Gate, GateError, PseudonymRequest};
-pub use events::{MinimisedEvent, minimised_events};
+pub use events::{MinimisedEvent, minimised_events, minimised_events_of};
 pub use grant::{AuthorizeError, PurposeGrant, authorize, grant_for};
 pub use load::{AGGREGATE_CATEGORIES, LoadError, SCORE_CATEGORY, load_record};
 pub use view::{Denial, MinimisedProfile, SubjectRecord, minimise};
