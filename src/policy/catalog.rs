@@ -251,8 +251,9 @@ impl CatalogLoad {
         if t.is_empty() {
             return;
         }
+        self.read += 1;
         match serde_json::from_str::<Value>(t) {
-            Ok(Value::Object(o)) => self.object(line, &o),
+            Ok(Value::Object(o)) => self.product(line, &o),
             Ok(_) => self.reject(LineError {
                 line,
                 field: None,
@@ -269,6 +270,10 @@ impl CatalogLoad {
     /// One product as an object (a CSV row becomes one by its header).
     pub fn object(&mut self, line: u64, o: &Map<String, Value>) {
         self.read += 1;
+        self.product(line, o);
+    }
+
+    fn product(&mut self, line: u64, o: &Map<String, Value>) {
         if self.read > MAX_PRODUCTS as u64 {
             if self.read == MAX_PRODUCTS as u64 + 1 {
                 self.reject(LineError {
