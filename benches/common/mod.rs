@@ -25,6 +25,7 @@ pub fn settings(dir: &std::path::Path, url: Option<String>) -> Settings {
 }
 
 /// A new, empty PostgreSQL database next to `base`; returns its URL.
+#[allow(dead_code)]
 pub async fn fresh_pg(base: &str) -> String {
     let name = format!("consentry_bench_{}", uuid::Uuid::new_v4().simple());
     let db = sea_orm::Database::connect(base)

@@ -11,7 +11,11 @@ const dir = path.join(__dirname, "..", "fixtures");
 const cases = JSON.parse(fs.readFileSync(path.join(dir, "handlebars_cases.json"), "utf8"));
 const out = {};
 for (const c of cases) {
-  out[c.name] = Handlebars.compile(c.template)(c.data);
+  const h = Handlebars.create();
+  for (const [name, source] of Object.entries(c.partials || {})) {
+    h.registerPartial(name, source);
+  }
+  out[c.name] = h.compile(c.template)(c.data);
 }
 const target = process.argv[2] || path.join(dir, "handlebars_js.json");
 fs.writeFileSync(target, JSON.stringify(out, null, 2) + "\n");
