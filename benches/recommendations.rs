@@ -295,6 +295,7 @@ async fn main() {
             html: HTML.into(),
             text: TEXT.into(),
             fallbacks: props(json!({"customer_name": "there"})),
+            partials: Default::default(),
         })
         .await
         .expect("template");

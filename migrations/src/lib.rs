@@ -14,6 +14,7 @@ mod m20261203_000010_scores;
 mod m20261203_000011_templates;
 mod m20261203_000012_campaigns;
 mod m20261203_000013_catalog;
+mod m20261203_000015_template_partials;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000011_templates::Migration),
             Box::new(m20261203_000012_campaigns::Migration),
             Box::new(m20261203_000013_catalog::Migration),
+            Box::new(m20261203_000015_template_partials::Migration),
         ]
     }
 }

@@ -8,7 +8,7 @@
 //! - an `esp` key sees and makes only its own recipient's templates, for its purposes;
 //! - a render is a disclosure of the person's view, recorded and audited by the gate; a
 //!   person who may not be disclosed gets the gate's 404.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -84,6 +84,11 @@ pub struct NewTemplate {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub fallbacks: Map<String, Value>,
+    /// Partials the parts may use as `{{> name}}` or `{{> name context}}`: name to
+    /// Handlebars source, e.g. `{"card": "<a href=\"{{url}}\">{{name}}</a>"}`; each token
+    /// is checked where the partial is used.
+    #[serde(default)]
+    pub partials: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -97,6 +102,7 @@ pub struct TemplateView {
     pub text: String,
     #[schema(value_type = Object)]
     pub fallbacks: Value,
+    pub partials: BTreeMap<String, String>,
     pub created_by: String,
     pub created_at: String,
 }
@@ -105,6 +111,7 @@ impl From<TemplateRow> for TemplateView {
     fn from(r: TemplateRow) -> Self {
         Self {
             fallbacks: serde_json::from_str(&r.fallbacks).unwrap_or(Value::Null),
+            partials: serde_json::from_str(&r.partials).unwrap_or_default(),
             id: r.id,
             name: r.name,
             purpose: r.purpose,
@@ -140,15 +147,52 @@ pub struct Checked {
     pub names: BTreeSet<String>,
 }
 
-/// Compiles the three parts and checks them and the fallbacks against `grant`.
+/// At most this many partials per template.
+const MAX_PARTIALS: usize = 20;
+
+fn partial_name_ok(n: &str) -> bool {
+    let mut chars = n.chars();
+    n.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && !rendering::render::RESERVED.contains(&n)
+}
+
+/// Compiles the three parts and the partials, and checks them and the fallbacks against
+/// `grant`.
 fn checked(
     subject: &str,
     html: &str,
     text: &str,
     fallbacks: &Map<String, Value>,
+    partial_sources: &BTreeMap<String, String>,
     grant: &PurposeGrant,
 ) -> Result<(Renderer, BTreeSet<String>), TemplatesError> {
+    if partial_sources.len() > MAX_PARTIALS {
+        return Err(TemplatesError::Invalid(format!(
+            "partials: at most {MAX_PARTIALS}"
+        )));
+    }
     let mut errors = Vec::new();
+    let mut partials = BTreeMap::new();
+    for (name, source) in partial_sources {
+        if !partial_name_ok(name) {
+            return Err(TemplatesError::Invalid(
+                "partials: a name is a letter, then up to 63 letters, digits, `_` or `-`, and not subject, html or text".into(),
+            ));
+        }
+        if source.len() > 256 * 1024 {
+            return Err(TemplatesError::Invalid(format!(
+                "partials.{name}: at most 262144 bytes"
+            )));
+        }
+        match rendering::compile(&format!("partials.{name}"), source) {
+            Ok(t) => {
+                partials.insert(name.clone(), t);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
     let mut compiled = Vec::new();
     for (part, source) in [("subject", subject), ("html", html), ("text", text)] {
         match rendering::compile(part, source) {
@@ -162,10 +206,11 @@ fn checked(
     let mut offences = Vec::new();
     let mut names = BTreeSet::new();
     for (part, t) in ["subject", "html", "text"].iter().zip(&compiled) {
-        let c = rendering::check(part, t, grant);
+        let c = rendering::check_with(part, t, grant, &partials);
         offences.extend(c.offences);
         names.extend(c.names);
     }
+    offences.dedup();
     for (k, v) in fallbacks {
         if !(v.is_string() || v.is_number()) {
             return Err(TemplatesError::Invalid(format!(
@@ -181,7 +226,10 @@ fn checked(
     }
     let mut parts = compiled.into_iter();
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(s), Some(h), Some(t)) => Ok((Renderer::new(s, h, t), names)),
+        (Some(s), Some(h), Some(t)) => Ok((
+            Renderer::with_partials(s, h, t, partials.into_iter().collect()),
+            names,
+        )),
         _ => Err(TemplatesError::Invalid("a template has three parts".into())),
     }
 }
@@ -242,7 +290,14 @@ impl Templates<'_> {
             ));
         };
         let grant = self.grant(&recipient, &new.purpose).await?;
-        checked(&new.subject, &new.html, &new.text, &new.fallbacks, &grant)?;
+        checked(
+            &new.subject,
+            &new.html,
+            &new.text,
+            &new.fallbacks,
+            &new.partials,
+            &grant,
+        )?;
         let row = TemplateRow {
             id: uuid::Uuid::now_v7().simple().to_string(),
             name: name.to_owned(),
@@ -252,6 +307,7 @@ impl Templates<'_> {
             html: new.html.clone(),
             text: new.text.clone(),
             fallbacks: Value::Object(new.fallbacks.clone()).to_string(),
+            partials: serde_json::to_string(&new.partials).unwrap_or_else(|_| "{}".into()),
             created_by: self.actor.key_id.clone(),
             created_at: self.now.unix_micros(),
         };
@@ -301,7 +357,16 @@ impl Templates<'_> {
             Ok(Value::Object(m)) => m,
             _ => Map::new(),
         };
-        let (renderer, names) = checked(&row.subject, &row.html, &row.text, &fallbacks, &grant)?;
+        let partials: BTreeMap<String, String> =
+            serde_json::from_str(&row.partials).unwrap_or_default();
+        let (renderer, names) = checked(
+            &row.subject,
+            &row.html,
+            &row.text,
+            &fallbacks,
+            &partials,
+            &grant,
+        )?;
         Ok(Checked {
             row,
             grant,

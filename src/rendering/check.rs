@@ -5,7 +5,11 @@
 //! `image_url`, `price`, `currency`); `#each` and `#with` move into what they name, and
 //! `../` back out. Helpers: `if`, `unless`, `each`, `with`, `lookup`, `log` (those of
 //! handlebars.js) and `default`.
-use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
+use std::collections::BTreeMap;
+
+use handlebars::template::{
+    DecoratorTemplate, HelperTemplate, Parameter, Template, TemplateElement,
+};
 use handlebars::{Path, PathSeg};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -86,9 +90,12 @@ impl std::fmt::Display for Offence {
 
 struct Walker<'a> {
     grant: &'a PurposeGrant,
-    part: &'a str,
+    part: String,
     out: Vec<Offence>,
     roots: std::collections::BTreeSet<String>,
+    partials: &'a BTreeMap<String, Template>,
+    /// The partials being walked into (a partial may not include itself).
+    stack: Vec<String>,
 }
 
 /// The named segments of a path and how many `../` it starts with.
@@ -113,7 +120,7 @@ fn split(path: &Path) -> Option<(usize, Vec<String>, String)> {
 impl Walker<'_> {
     fn offend(&mut self, token: &str, at: (usize, usize), message: String) {
         self.out.push(Offence {
-            part: self.part.to_owned(),
+            part: self.part.clone(),
             token: token.to_owned(),
             line: at.0,
             column: at.1,
@@ -308,12 +315,12 @@ impl Walker<'_> {
                 self.helper(h, ctx, at, false)
             }
             TemplateElement::HelperBlock(h) => self.helper(h, ctx, at, true),
-            TemplateElement::PartialExpression(_) | TemplateElement::PartialBlock(_) => self
-                .offend(
-                    "{{> ...}}",
-                    at,
-                    "partials are not supported: write the part into the template".into(),
-                ),
+            TemplateElement::PartialExpression(d) => self.partial(d, ctx, at),
+            TemplateElement::PartialBlock(_) => self.offend(
+                "{{#> ...}}",
+                at,
+                "partial blocks are not supported: use {{> name}}".into(),
+            ),
             TemplateElement::DecoratorExpression(_) | TemplateElement::DecoratorBlock(_) => {
                 self.offend("{{* ...}}", at, "decorators are not supported".into())
             }
@@ -323,6 +330,72 @@ impl Walker<'_> {
                 "a construct this version does not support".into(),
             ),
         }
+    }
+
+    /// `{{> name}}` or `{{> name context}}`: the partial's tokens are checked where it is
+    /// used, in the context it is given.
+    fn partial(&mut self, d: &DecoratorTemplate, ctx: &[Vec<String>], at: (usize, usize)) {
+        let name = match &d.name {
+            Parameter::Name(n) => n.clone(),
+            Parameter::Path(p) => match split(p) {
+                Some((_, _, raw)) => raw,
+                None => {
+                    self.offend("{{> ...}}", at, "not a partial name".into());
+                    return;
+                }
+            },
+            _ => {
+                self.offend(
+                    "{{> (...)}}",
+                    at,
+                    "dynamic partials are not supported: name the partial".into(),
+                );
+                return;
+            }
+        };
+        let token = format!("> {name}");
+        if !d.hash.is_empty() {
+            self.offend(
+                &token,
+                at,
+                "partial parameters (name=value) are not supported: pass a context, {{> name path}}"
+                    .into(),
+            );
+            return;
+        }
+        let Some(t) = self.partials.get(&name) else {
+            let known: Vec<&str> = self.partials.keys().map(String::as_str).collect();
+            let message = if known.is_empty() {
+                "unknown partial: this template has no partials".to_owned()
+            } else {
+                format!(
+                    "unknown partial; this template's partials are {}",
+                    known.join(", ")
+                )
+            };
+            self.offend(&token, at, message);
+            return;
+        };
+        if self.stack.contains(&name) {
+            self.offend(&token, at, "a partial may not include itself".into());
+            return;
+        }
+        let inner: Vec<Vec<String>> = match d.params.as_slice() {
+            [] => ctx.to_vec(),
+            [p] => match self.param(p, ctx, at) {
+                Some(target) => ctx.iter().cloned().chain([target]).collect(),
+                None => ctx.to_vec(),
+            },
+            _ => {
+                self.offend(&token, at, "a partial takes at most one context".into());
+                return;
+            }
+        };
+        let outer = std::mem::replace(&mut self.part, format!("partials.{name}"));
+        self.stack.push(name);
+        self.template(t, &inner);
+        self.stack.pop();
+        self.part = outer;
     }
 
     fn template(&mut self, t: &Template, ctx: &[Vec<String>]) {
@@ -345,15 +418,33 @@ pub struct Checked {
 
 /// Checks one part of a template (named `part`) against `grant`.
 pub fn check(part: &str, template: &Template, grant: &PurposeGrant) -> Checked {
+    check_with(part, template, grant, &BTreeMap::new())
+}
+
+/// Checks one part of a template that may use `partials` (each checked where it is used).
+pub fn check_with(
+    part: &str,
+    template: &Template,
+    grant: &PurposeGrant,
+    partials: &BTreeMap<String, Template>,
+) -> Checked {
     let mut w = Walker {
         grant,
-        part,
+        part: part.to_owned(),
         out: Vec::new(),
         roots: Default::default(),
+        partials,
+        stack: Vec::new(),
     };
     w.template(template, &[Vec::new()]);
+    let mut offences = w.out;
+    // A partial used twice in the same context offends once.
+    offences.sort_by(|a, b| {
+        (&a.part, a.line, a.column, &a.token).cmp(&(&b.part, b.line, b.column, &b.token))
+    });
+    offences.dedup();
     Checked {
-        offences: w.out,
+        offences,
         names: w.roots,
     }
 }

@@ -5,6 +5,6 @@ pub mod check;
 pub mod recommend;
 pub mod render;
 
-pub use check::{Checked, Offence, TemplateError, check, compile};
+pub use check::{Checked, Offence, TemplateError, check, check_with, compile};
 pub use recommend::{Reason, Recommendation, Strategy};
 pub use render::{Rendered, Renderer, data_of};

@@ -43,11 +43,31 @@ fn registry(escape: bool) -> Handlebars<'static> {
     h
 }
 
+/// Names a partial may not have (the parts themselves).
+pub const RESERVED: [&str; 3] = ["subject", "html", "text"];
+
 impl Renderer {
     pub fn new(subject: Template, html: Template, text: Template) -> Self {
+        Self::with_partials(subject, html, text, Vec::new())
+    }
+
+    /// With partials (`{{> name}}`): HTML-escaped in the HTML body, not in the others.
+    pub fn with_partials(
+        subject: Template,
+        html: Template,
+        text: Template,
+        partials: Vec<(String, Template)>,
+    ) -> Self {
         let mut h = registry(true);
-        h.register_template("html", html);
         let mut p = registry(false);
+        for (name, t) in partials {
+            if RESERVED.contains(&name.as_str()) {
+                continue;
+            }
+            h.register_template(&name, t.clone());
+            p.register_template(&name, t);
+        }
+        h.register_template("html", html);
         p.register_template("subject", subject);
         p.register_template("text", text);
         Self { html: h, plain: p }

@@ -17,6 +17,7 @@ pub struct TemplateRow {
     pub text: String,
     /// JSON object: token → fallback value.
     pub fallbacks: String,
+    pub partials: String,
     pub created_by: String,
     pub created_at: i64,
 }
@@ -32,6 +33,7 @@ impl From<template::Model> for TemplateRow {
             html: m.html,
             text: m.body,
             fallbacks: m.fallbacks,
+            partials: m.partials,
             created_by: m.created_by,
             created_at: m.created_at,
         }
@@ -48,6 +50,7 @@ pub async fn insert<C: ConnectionTrait>(c: &C, r: &TemplateRow) -> Result<(), St
         html: Set(r.html.clone()),
         body: Set(r.text.clone()),
         fallbacks: Set(r.fallbacks.clone()),
+        partials: Set(r.partials.clone()),
         created_by: Set(r.created_by.clone()),
         created_at: Set(r.created_at),
     })

@@ -21,10 +21,19 @@ fn the_renderer_prints_what_handlebars_js_prints() {
     for c in &cases {
         let name = c["name"].as_str().unwrap();
         let html = compile("html", c["template"].as_str().unwrap()).unwrap();
-        let r = Renderer::new(
+        let partials = c["partials"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), compile(k, v.as_str().unwrap()).unwrap()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let r = Renderer::with_partials(
             compile("subject", "s").unwrap(),
             html,
             compile("text", "t").unwrap(),
+            partials,
         );
         let got = r.render(&c["data"]).unwrap().html;
         assert_eq!(got, expected[name].as_str().unwrap(), "case {name:?}");
@@ -222,7 +231,13 @@ async fn templates_reading_outside_their_purpose_or_not_compiling_are_refused_wi
             "{{> footer}}",
             EMAIL,
             "purpose_mismatch",
-            "partials are not supported",
+            "> footer: unknown partial: this template has no partials",
+        ),
+        (
+            "{{#> layout}}x{{/layout}}",
+            EMAIL,
+            "purpose_mismatch",
+            "partial blocks are not supported",
         ),
         (
             "{{#if recommendations.length}}x{{/if}}",
@@ -264,4 +279,88 @@ async fn templates_reading_outside_their_purpose_or_not_compiling_are_refused_wi
         "a fallback for a token the purpose may not read"
     );
     assert_eq!(app.count("templates", "").await, 1, "nothing else saved");
+}
+
+#[tokio::test]
+async fn partials_are_checked_where_they_are_used_and_render_as_handlebars_js_does() {
+    let app = spawn_app().await;
+    let (_, ingest) = app.create_key("ingest").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let esp = app.esp_key("acme-esp", &[EMAIL]).await;
+    person(
+        &app,
+        &ingest,
+        &dpo,
+        "jane",
+        json!({"firstName": "Jane & Co"}),
+        true,
+    )
+    .await;
+    let save = |html: &str, partials: Value| {
+        let body = json!({"name": "t", "purpose": EMAIL, "subject": "Hi {{> who}}",
+            "html": html, "text": "{{> who}}", "partials": partials});
+        let app = &app;
+        let esp = esp.clone();
+        async move {
+            let r = app.post_json("/v1/templates", Some(&esp), &body).await;
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    // A token the purpose may not read, inside a partial: named with the partial's line.
+    let (status, v) = save(
+        "<p>{{> who}}</p>",
+        json!({"who": "{{first_name}}\n{{last_name}}"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("partials.who line 2, column 1: last_name: purpose marketing.communications.email may not read user.name.last"),
+        "{m}"
+    );
+    for (html, partials, needle) in [
+        (
+            "{{> who}}",
+            json!({"who": "{{> who}}"}),
+            "may not include itself",
+        ),
+        (
+            "{{> who}}",
+            json!({"who": "{{first_name"}),
+            "partials.who line 1",
+        ),
+        ("{{> who x=1}}", json!({"who": "a"}), "partial parameters"),
+        (
+            "{{> who}}",
+            json!({"html": "a", "who": "b"}),
+            "partials: a name",
+        ),
+        (
+            "{{> (lookup . \"who\")}}",
+            json!({"who": "a"}),
+            "html line 1, column",
+        ),
+    ] {
+        let (status, v) = save(html, partials).await;
+        assert_eq!(status, 422, "{html}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(needle), "{html}: {m}");
+    }
+    assert_eq!(app.count("templates", "").await, 0, "nothing saved");
+    let (status, v) = save(
+        "<p>{{> who}}</p>{{#each recommendations}}{{> card this}}{{else}}{{> who}}{{/each}}",
+        json!({"who": "{{first_name}}", "card": "<img src=\"{{image_url}}\">"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["partials"]["who"], "{{first_name}}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let p = pseudonym(&app, &esp, "jane").await;
+    let r = render(&app, &esp, &id, &p).await;
+    assert_eq!(r.status(), 200);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["html"], "<p>Jane &amp; Co</p>Jane &amp; Co");
+    assert_eq!(m["subject"], "Hi Jane & Co", "not escaped outside HTML");
+    assert_eq!(m["text"], "Jane & Co");
 }

@@ -13,6 +13,8 @@ pub struct Model {
     pub html: String,
     pub body: String,
     pub fallbacks: String,
+    /// A JSON object: partial name to Handlebars source.
+    pub partials: String,
     pub created_by: String,
     pub created_at: i64,
 }
