@@ -115,7 +115,19 @@ pub fn matches(rule: &Rule, facts: &Facts<'_>, now: Timestamp) -> bool {
         Rule::All(rs) => rs.iter().all(|r| matches(r, facts, now)),
         Rule::Any(rs) => rs.iter().any(|r| matches(r, facts, now)),
         Rule::Not(r) => !matches(r, facts, now),
-        Rule::Attribute { name, test } => json_test(facts.profile.trait_value(name), test),
+        Rule::Attribute { name, test } => {
+            // Any trait of that name, whatever its spelling (as the SQL asks).
+            let name = crate::policy::taxonomy_squash(name);
+            let mut values = facts
+                .profile
+                .traits()
+                .filter(|(k, _)| crate::policy::taxonomy_squash(k) == name)
+                .map(|(_, v)| v);
+            match test {
+                Test::Exists(false) => values.next().is_none(),
+                _ => values.any(|v| json_test(Some(v), test)),
+            }
+        }
         Rule::Aggregate { name, test } => aggregate(facts.profile, *name, test, at),
         Rule::Event(e) => event(facts.events, e, at),
         Rule::Score { name, test } => {

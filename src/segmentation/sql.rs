@@ -228,7 +228,16 @@ fn attribute(d: Dialect, name: &str, test: &Test) -> Expr {
     q.expr(Expr::val(1))
         .from_as(Alias::new("traits"), Alias::new("t"))
         .and_where(col("t", "subject_id").equals((Alias::new("s"), Alias::new("id"))))
-        .and_where(col("t", "name").eq(name.to_owned()));
+        // A trait matches whatever spelling it was sent with (`firstName`, `first_name`),
+        // as the taxonomy classifies names.
+        .and_where(
+            cust(
+                d,
+                "LOWER(REPLACE(REPLACE(REPLACE(REPLACE({}, '_', ''), '-', ''), ' ', ''), '.', ''))",
+                vec![col("t", "name")],
+            )
+            .eq(crate::policy::taxonomy_squash(name)),
+        );
     match test {
         Test::Exists(false) => return Expr::exists(q).not(),
         Test::Exists(true) => {}

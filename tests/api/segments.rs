@@ -9,6 +9,7 @@ use crate::helpers::{TestApp, spawn_app};
 
 const BOTH: [&str; 2] = ["marketing.communications.email", "personalize"];
 const DAY: i64 = 86_400;
+const EMAIL: &str = "marketing.communications.email";
 
 /// An event name, how long ago it happened (seconds), its properties.
 type Event<'a> = (&'a str, i64, Value);
@@ -901,4 +902,40 @@ async fn sql_and_in_memory_evaluation_agree_on_random_rules_and_people() {
         }
     }
     assert!(nonempty > 50, "the rules discriminate: {nonempty}");
+}
+
+#[tokio::test]
+async fn an_attribute_matches_whatever_spelling_the_trait_was_sent_with() {
+    let app = spawn_app().await;
+    let (_, ingest) = app.create_key("ingest").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let esp = app.esp_key("acme-esp", &[EMAIL]).await;
+    person(&app, &ingest, &dpo, "ann", &[], true).await;
+    person(&app, &ingest, &dpo, "bob", &[], true).await;
+    // Segment's clients send camelCase (`firstName`); rules name the taxonomy's spelling.
+    let r = app
+        .track(
+            &ingest,
+            "/v1/identify",
+            &json!({"userId": "ann", "traits": {"firstName": "Ann", "Plan": "gold"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    for rule in [
+        json!({"attribute": "first_name", "exists": true}),
+        json!({"attribute": "plan", "eq": "gold"}),
+        json!({"attribute": "PLAN", "in": ["gold", "silver"]}),
+    ] {
+        let id = segment(&app, &esp, EMAIL, rule.clone()).await;
+        let (n, rows) = members(&app, &esp, &id).await;
+        assert_eq!((n, rows.len()), (1, 1), "{rule}");
+    }
+    let id = segment(
+        &app,
+        &esp,
+        EMAIL,
+        json!({"attribute": "first_name", "exists": false}),
+    )
+    .await;
+    assert_eq!(members(&app, &esp, &id).await.0, 1, "bob");
 }
