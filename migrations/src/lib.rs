@@ -13,6 +13,7 @@ mod m20261203_000009_exports;
 mod m20261203_000010_scores;
 mod m20261203_000011_templates;
 mod m20261203_000012_campaigns;
+mod m20261203_000014_experiments;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000010_scores::Migration),
             Box::new(m20261203_000011_templates::Migration),
             Box::new(m20261203_000012_campaigns::Migration),
+            Box::new(m20261203_000014_experiments::Migration),
         ]
     }
 }

@@ -46,10 +46,11 @@ pub enum ErrorCode {
     InvalidSince,
     InvalidTemplate,
     InvalidUnsubscribeLink,
+    InvalidExperiment,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 32] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidQuery,
@@ -81,6 +82,7 @@ impl ErrorCode {
         ErrorCode::InvalidSince,
         ErrorCode::InvalidTemplate,
         ErrorCode::InvalidUnsubscribeLink,
+        ErrorCode::InvalidExperiment,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -127,6 +129,7 @@ impl ErrorCode {
             C::InvalidSince => (StatusCode::CONFLICT, "invalid_since"),
             C::InvalidTemplate => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_template"),
             C::InvalidUnsubscribeLink => (StatusCode::BAD_REQUEST, "invalid_unsubscribe_link"),
+            C::InvalidExperiment => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_experiment"),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! [`gate`] is the one way profile data leaves: `authorize` makes a `PurposeGrant`,
 //! `minimise` a `MinimisedProfile`, and nothing else can make either.
 pub mod campaigns;
+pub mod experiments;
 pub mod gate;
 mod identifiers;
 mod purposes;

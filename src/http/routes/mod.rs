@@ -3,6 +3,7 @@ pub mod campaigns;
 pub mod consents;
 pub mod dsar;
 pub mod esp;
+pub mod experiments;
 pub mod imports;
 pub mod keys;
 pub mod oauth;
