@@ -120,6 +120,13 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
         "/v1/campaigns/{id}/messages",
         Some(&["esp", "admin"]),
     ),
+    ("post", "/v1/experiments", Some(&["esp", "admin"])),
+    ("get", "/v1/experiments/{id}", Some(&["esp", "admin"])),
+    (
+        "get",
+        "/v1/experiments/{id}/results",
+        Some(&["esp", "admin"]),
+    ),
     ("post", "/v1/scores/compute", Some(&["admin"])),
 ];
 
