@@ -716,6 +716,7 @@ impl Ingest<'_> {
         crate::store::recipients::repoint_pseudonyms(c, from, into).await?;
         crate::store::disclosures::repoint(c, from, into).await?;
         crate::store::subject_flags::repoint(c, from, into).await?;
+        crate::store::experiments::repoint(c, from, into).await?;
         repo::finish_merge(c, from, into).await?;
         let entry = NewEntry {
             subject_ref: Some(self.audit.subject_ref(into)?),

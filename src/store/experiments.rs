@@ -209,3 +209,24 @@ pub async fn of_subject<C: ConnectionTrait>(
         .map(ExposureRow::from)
         .collect())
 }
+
+/// Moves `from`'s exposures to `into` when two subjects merge (their events move too);
+/// where `into` was already exposed to the same experiment, its own exposure stays.
+pub async fn repoint<C: ConnectionTrait>(c: &C, from: &str, into: &str) -> Result<(), StoreError> {
+    let moved: Vec<ExposureRow> = of_subject(c, from)
+        .await?
+        .into_iter()
+        .map(|r| ExposureRow {
+            subject_id: into.to_owned(),
+            ..r
+        })
+        .collect();
+    if moved.is_empty() {
+        return Ok(());
+    }
+    Exposure::delete_many()
+        .filter(experiment_exposure::Column::SubjectId.eq(from))
+        .exec(c)
+        .await?;
+    expose(c, &moved).await
+}

@@ -658,11 +658,68 @@ async fn results_count_the_events_that_name_the_campaign_and_variant() {
 }
 
 #[tokio::test]
-async fn exposures_are_in_the_access_package_and_gone_after_erasure() {
+async fn exposures_follow_merges_are_in_the_access_package_and_gone_after_erasure() {
     let app = spawn_app().await;
-    let (_, dpo, esp) = setup(&app).await;
+    let (ingest, dpo, esp) = setup(&app).await;
+    // Someone known only by a device and an email address, and a login not yet linked.
+    for body in [
+        json!({"anonymousId": "anon-m", "traits": {"email": "m@example.com", "country": "DE"}}),
+        json!({"userId": "u-m"}),
+    ] {
+        assert_eq!(
+            app.track(&ingest, "/v1/identify", &body).await.status(),
+            200
+        );
+    }
+    let r = app
+        .post_json("/v1/consents", Some(&dpo), &json!({"subject": {"email": "m@example.com"},
+            "purpose": "email_marketing", "status": "granted", "method": "double_opt_in", "source": "shop"}))
+        .await;
+    assert_eq!(r.status(), 201);
     let (experiment, campaign) = experiment_campaign(&app, &esp).await;
     messages(&app, &esp, &campaign).await;
+    assert_eq!(
+        app.count("experiment_exposures", "").await,
+        PEOPLE as i64 + 1
+    );
+    let before = app
+        .get_json("/v1/subjects?email=m%40example.com", Some(&dpo))
+        .await["subject_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The login links them: the device's subject merges into the user's, exposure and all.
+    let r = app
+        .track(
+            &ingest,
+            "/v1/identify",
+            &json!({"userId": "u-m", "anonymousId": "anon-m"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let after = app
+        .get_json("/v1/subjects?email=m%40example.com", Some(&dpo))
+        .await["subject_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(before, after, "the user's subject survives");
+    assert_eq!(
+        app.count(
+            "experiment_exposures",
+            &format!("WHERE subject_id = '{before}'")
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        app.count(
+            "experiment_exposures",
+            &format!("WHERE subject_id = '{after}'")
+        )
+        .await,
+        1
+    );
     let subject = app
         .get_json("/v1/subjects?email=p07%40example.com", Some(&dpo))
         .await["subject_id"]
@@ -709,8 +766,5 @@ async fn exposures_are_in_the_access_package_and_gone_after_erasure() {
 
     file("erasure").await;
     assert_eq!(app.count("experiment_exposures", &mine).await, 0);
-    assert_eq!(
-        app.count("experiment_exposures", "").await,
-        PEOPLE as i64 - 1
-    );
+    assert_eq!(app.count("experiment_exposures", "").await, PEOPLE as i64);
 }
