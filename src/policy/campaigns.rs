@@ -120,6 +120,10 @@ pub struct Message {
     pub text: String,
     /// `List-Unsubscribe` and `List-Unsubscribe-Post` (RFC 8058).
     pub headers: BTreeMap<String, String>,
+    /// In an experiment, the variant sent (also the links' `utm_content`): send it back
+    /// as `variant` with the `Email Opened` and `Email Link Clicked` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 pub struct Campaigns<'a> {
@@ -391,6 +395,7 @@ impl Campaigns<'_> {
                     html,
                     text: rendered.text,
                     headers,
+                    variant: variant.map(|v| v.name.clone()),
                 };
                 body.push_str(&serde_json::to_string(&message).unwrap_or_default());
                 body.push('\n');

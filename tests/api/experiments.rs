@@ -415,6 +415,7 @@ async fn each_member_gets_their_assigned_variant_every_time_and_the_holdout_noth
         let arm = arms[&i];
         let (subject, html) = (m["subject"].as_str().unwrap(), m["html"].as_str().unwrap());
         let variant = name_of(arm);
+        assert_eq!(m["variant"], variant);
         let want = match variant {
             "A" => format!("Hi N{i}"),
             "B" => format!("B for N{i}"),
