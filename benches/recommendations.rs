@@ -337,6 +337,7 @@ async fn main() {
             name: "bench".into(),
             template: template.id.clone(),
             segment: segment.id.clone(),
+            experiment: None,
         })
         .await
         .expect("campaign");

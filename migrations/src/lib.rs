@@ -14,6 +14,7 @@ mod m20261203_000010_scores;
 mod m20261203_000011_templates;
 mod m20261203_000012_campaigns;
 mod m20261203_000013_catalog;
+mod m20261203_000014_experiments;
 mod m20261203_000015_template_partials;
 
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000011_templates::Migration),
             Box::new(m20261203_000012_campaigns::Migration),
             Box::new(m20261203_000013_catalog::Migration),
+            Box::new(m20261203_000014_experiments::Migration),
             Box::new(m20261203_000015_template_partials::Migration),
         ]
     }

@@ -47,10 +47,11 @@ pub enum ErrorCode {
     InvalidTemplate,
     InvalidUnsubscribeLink,
     InvalidCatalog,
+    InvalidExperiment,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 32] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidQuery,
@@ -83,6 +84,7 @@ impl ErrorCode {
         ErrorCode::InvalidTemplate,
         ErrorCode::InvalidUnsubscribeLink,
         ErrorCode::InvalidCatalog,
+        ErrorCode::InvalidExperiment,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -130,6 +132,7 @@ impl ErrorCode {
             C::InvalidTemplate => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_template"),
             C::InvalidUnsubscribeLink => (StatusCode::BAD_REQUEST, "invalid_unsubscribe_link"),
             C::InvalidCatalog => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_catalog"),
+            C::InvalidExperiment => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_experiment"),
         }
     }
 }

@@ -14,8 +14,8 @@ pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_heade
 
 use error::{ApiError, ErrorCode};
 use routes::{
-    audit, campaigns, catalog, consents, dsar, esp, imports, keys, oauth, policies, recipients,
-    scores, segments, subjects, system, templates, tracking,
+    audit, campaigns, catalog, consents, dsar, esp, experiments, imports, keys, oauth, policies,
+    recipients, scores, segments, subjects, system, templates, tracking,
 };
 
 #[derive(OpenApi)]
@@ -44,6 +44,7 @@ use routes::{
         templates::create, templates::list, templates::get, templates::delete, templates::render,
         campaigns::create, campaigns::get, campaigns::messages, campaigns::confirm_page,
         campaigns::unsubscribe,
+        experiments::create, experiments::get, experiments::results,
     ),
     modifiers(&Security),
     tags(
@@ -59,6 +60,7 @@ use routes::{
         (name = "templates", description = "Handlebars templates checked against their purpose; rendered through the gate (esp, admin)"),
         (name = "campaigns", description = "Campaigns: a template rendered for a segment's members (esp, admin); one-click unsubscribe links (RFC 8058, no authentication)"),
         (name = "recommendations", description = "The product catalogue (ingest, admin) and the recommendation models (admin); blocks are read per person under recipients"),
+        (name = "experiments", description = "A/B and multivariate tests run by campaigns: deterministic keyed assignment, a holdout, results with confidence intervals and z-tests (esp, admin)"),
         (name = "policies", description = "The record of processing activities (dpo, auditor) and policy reloads (admin)"),
         (name = "consents", description = "The consent ledger (ingest, dpo)"),
         (name = "imports", description = "Offline CRM, POS and loyalty files (ingest)"),
@@ -199,6 +201,9 @@ pub fn configure(cfg: &mut ServiceConfig) {
     .service(resource("/v1/campaigns").route(web::post().to(campaigns::create)))
     .service(resource("/v1/campaigns/{id}").route(web::get().to(campaigns::get)))
     .service(resource("/v1/campaigns/{id}/messages").route(web::get().to(campaigns::messages)))
+    .service(resource("/v1/experiments").route(web::post().to(experiments::create)))
+    .service(resource("/v1/experiments/{id}").route(web::get().to(experiments::get)))
+    .service(resource("/v1/experiments/{id}/results").route(web::get().to(experiments::results)))
     .service(
         resource("/u/{token}")
             .route(web::get().to(campaigns::confirm_page))

@@ -24,12 +24,18 @@ use crate::consent::unsubscribe::{self, LinkError};
 use crate::consent::{ConsentError, Ledger};
 use crate::crypto::{Keyring, MasterKey};
 use crate::domain::{Actor, Timestamp};
+use crate::policy::experiments::{ExperimentError, Experiments, Running};
+use crate::policy::gate::Gate;
+use crate::policy::gate::PurposeGrant;
+use crate::policy::gate::audience::Member;
 use crate::policy::recommendations::{self, Recommender};
 use crate::policy::segments::{ExportAborted, ExportSink, SegmentError, Segments, commitment};
 use crate::policy::templates::{BLOCK_SIZE, Templates, TemplatesError};
 use crate::policy::{LegalBasis, Policies};
-use crate::rendering::{self, Strategy};
+use crate::rendering::links::{self, Utm};
+use crate::rendering::{self, Recommendation, Strategy};
 use crate::store::campaigns::{self as repo, CampaignRow};
+use crate::store::experiments::{self as exposures, ExposureRow};
 use crate::store::{Db, StoreError, recipients};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +64,8 @@ pub enum CampaignError {
     Audit(#[from] crate::audit::AuditError),
     #[error(transparent)]
     Keyring(#[from] crate::crypto::KeyringError),
+    #[error(transparent)]
+    Experiment(#[from] ExperimentError),
 }
 
 #[derive(Clone, Debug, Deserialize, ToSchema)]
@@ -69,6 +77,9 @@ pub struct NewCampaign {
     pub template: String,
     /// A segment id (same purpose and recipient as the template).
     pub segment: String,
+    /// An experiment id (same purpose and recipient): each member gets the variant the
+    /// experiment assigns them, or nothing in its holdout.
+    pub experiment: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -79,6 +90,7 @@ pub struct CampaignView {
     pub segment: String,
     pub recipient: String,
     pub purpose: String,
+    pub experiment: Option<String>,
     pub created_by: String,
     pub created_at: String,
 }
@@ -92,6 +104,7 @@ impl From<CampaignRow> for CampaignView {
             segment: r.segment_id,
             recipient: r.recipient_id,
             purpose: r.purpose,
+            experiment: r.experiment_id,
             created_by: r.created_by,
             created_at: Timestamp::from_unix_micros(r.created_at).to_rfc3339(),
         }
@@ -108,6 +121,10 @@ pub struct Message {
     pub text: String,
     /// `List-Unsubscribe` and `List-Unsubscribe-Post` (RFC 8058).
     pub headers: BTreeMap<String, String>,
+    /// In an experiment, the variant sent (also the links' `utm_content`): send it back
+    /// as `variant` with the `Email Opened` and `Email Link Clicked` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 pub struct Campaigns<'a> {
@@ -161,6 +178,20 @@ impl Campaigns<'_> {
         }
     }
 
+    fn experiments(&self) -> Experiments<'_> {
+        Experiments {
+            db: self.db,
+            master: self.master,
+            keyring: self.keyring,
+            audit: self.audit,
+            policies: Arc::clone(&self.policies),
+            caller: self.caller,
+            actor: self.actor.clone(),
+            request_id: self.request_id.clone(),
+            now: self.now,
+        }
+    }
+
     pub async fn create(&self, new: &NewCampaign) -> Result<CampaignView, CampaignError> {
         let name = new.name.trim();
         if name.is_empty() || name.len() > 200 {
@@ -191,6 +222,15 @@ impl Campaigns<'_> {
                 p.name
             )));
         }
+        if let Some(e) = &new.experiment {
+            let (purpose, recipient) = self.experiments().scope(e).await?;
+            if purpose != s.row.purpose || recipient != s.row.recipient_id {
+                return Err(CampaignError::Invalid(format!(
+                    "experiment: the experiment is for {purpose} and recipient {recipient}, the campaign for {} and recipient {}; they need one purpose and one recipient",
+                    s.row.purpose, s.row.recipient_id
+                )));
+            }
+        }
         let row = CampaignRow {
             id: uuid::Uuid::now_v7().simple().to_string(),
             name: name.to_owned(),
@@ -198,20 +238,25 @@ impl Campaigns<'_> {
             segment_id: s.row.id.clone(),
             recipient_id: s.row.recipient_id.clone(),
             purpose: s.row.purpose.clone(),
+            experiment_id: new.experiment.clone(),
             created_by: self.actor.key_id.clone(),
             created_at: self.now.unix_micros(),
         };
         let txn = self.db.begin_write().await?;
         repo::insert(&txn, &row).await?;
+        let mut attributes = vec![
+            format!("campaign:{}", row.id),
+            format!("template:{}", row.template_id),
+            format!("segment:{}", row.segment_id),
+        ];
+        if let Some(e) = &row.experiment_id {
+            attributes.push(format!("experiment:{e}"));
+        }
         let entry = NewEntry {
             purpose: Some(row.purpose.clone()),
             ..NewEntry::new(self.actor.clone(), "campaign.create", Outcome::Ok)
                 .request_id(self.request_id.clone())
-                .attributes(vec![
-                    format!("campaign:{}", row.id),
-                    format!("template:{}", row.template_id),
-                    format!("segment:{}", row.segment_id),
-                ])
+                .attributes(attributes)
         };
         self.audit.append(&txn, entry).await?;
         txn.commit().await.map_err(StoreError::from)?;
@@ -247,8 +292,11 @@ impl Campaigns<'_> {
     /// force (so a refusal is an error response, not a stream cut short).
     pub async fn check(&self, id: &str) -> Result<(), CampaignError> {
         let row = self.row(id).await?;
-        self.templates().checked(&row.template_id).await?;
+        let t = self.templates().checked(&row.template_id).await?;
         self.segments().compiled(&row.segment_id).await?;
+        if let Some(e) = &row.experiment_id {
+            self.experiments().running(e, &t).await?;
+        }
         Ok(())
     }
 
@@ -270,10 +318,23 @@ impl Campaigns<'_> {
         let condition = segments.condition_of(&s);
         let gate = segments.gate_now(self.now);
         let base = self.base_url();
+        let unsubscribe_prefix = format!("{base}/u/");
         let expires = self
             .now
             .plus_seconds(i64::try_from(self.settings.unsubscribe_ttl_secs).unwrap_or(i64::MAX));
-        let wants_block = t.names.contains("recommendations");
+        let experiment = match &row.experiment_id {
+            Some(e) => Some(self.experiments().running(e, &t).await?),
+            None => None,
+        };
+        // A block is made for each member when the template (or a variant's) reads one.
+        let wants_block = t.names.contains("recommendations")
+            || experiment.as_ref().is_some_and(|e| {
+                e.variants.iter().any(|v| {
+                    v.checked
+                        .as_ref()
+                        .is_some_and(|c| c.names.contains("recommendations"))
+                })
+            });
         let recommender = if wants_block {
             Some(Recommender::new(self.db, &t.grant).await?)
         } else {
@@ -288,19 +349,26 @@ impl Campaigns<'_> {
             let Some(last) = last else { break };
             after = Some(last);
             let mut blocks = match &recommender {
-                Some(r) => {
-                    let members: Vec<(&str, &crate::policy::gate::MinimisedProfile)> =
-                        page.iter().map(|(s, m)| (s.as_str(), &m.view)).collect();
-                    r.for_members(&members, Strategy::Default, BLOCK_SIZE)
-                        .await?
-                }
+                Some(r) => self.blocks(r, experiment.as_ref(), &page).await?,
                 None => std::collections::HashMap::new(),
             };
             let mut body = String::new();
             let mut sent = Vec::with_capacity(page.len());
+            let mut exposed = Vec::new();
             for (subject, mut m) in page {
                 let Some(to) = m.view.email().map(str::to_owned) else {
                     continue;
+                };
+                let variant = match &experiment {
+                    None => None,
+                    Some(e) => {
+                        let arm = e.variant(&subject);
+                        let name = arm.map(|v| v.name.as_str());
+                        exposed.push(e.exposure(&subject, name, &row.id, self.now.unix_micros()));
+                        // The holdout receives nothing.
+                        let Some(v) = arm else { continue };
+                        Some(v)
+                    }
                 };
                 let pseudonym = m.view.pseudonym().as_ref().to_owned();
                 let token = unsubscribe::issue(self.keyring, &row.id, &pseudonym, expires)?;
@@ -308,7 +376,12 @@ impl Campaigns<'_> {
                 let mut extra = Map::new();
                 extra.insert("unsubscribe_url".into(), Value::from(url.clone()));
                 extra.insert("campaign".into(), Value::from(row.id.clone()));
-                if wants_block {
+                // A variant with its own template or subject line renders with it.
+                let c = variant.and_then(|v| v.checked.as_ref()).unwrap_or(&t);
+                if let Some(v) = variant {
+                    extra.insert("variant".into(), Value::from(v.name.clone()));
+                }
+                if c.names.contains("recommendations") {
                     let block = blocks.remove(&subject).unwrap_or_default();
                     extra.insert(
                         "recommendations".into(),
@@ -316,11 +389,18 @@ impl Campaigns<'_> {
                     );
                     m.also_disclosed.push(recommendations::DISCLOSED.to_owned());
                 }
-                let data = rendering::data_of(&m.view, &s.grant, &t.names, &t.fallbacks, extra);
-                let rendered = t
+                let data = rendering::data_of(&m.view, &s.grant, &c.names, &c.fallbacks, extra);
+                let rendered = c
                     .renderer
                     .render(&data)
                     .map_err(|e| TemplatesError::Render(e.to_string()))?;
+                let utm = Utm {
+                    campaign: row.id.clone(),
+                    content: variant.map(|v| v.name.clone()),
+                };
+                let html = links::tag_links(&rendered.html, &utm, &unsubscribe_prefix)
+                    .map_err(TemplatesError::Render)?
+                    .into_owned();
                 let mut headers = BTreeMap::new();
                 headers.insert(
                     "List-Unsubscribe".to_owned(),
@@ -337,29 +417,101 @@ impl Campaigns<'_> {
                     pseudonym,
                     to,
                     subject: rendered.subject,
-                    html: rendered.html,
+                    html,
                     text: rendered.text,
                     headers,
+                    variant: variant.map(|v| v.name.clone()),
                 };
                 body.push_str(&serde_json::to_string(&message).unwrap_or_default());
                 body.push('\n');
                 sent.push((subject, m));
             }
+            if sent.is_empty() && exposed.is_empty() {
+                continue;
+            }
+            self.record_page(&gate, &s.grant, &row.id, &sent, &exposed)
+                .await?;
             if sent.is_empty() {
                 continue;
             }
-            gate.disclose_members(
-                &s.grant,
-                &sent,
-                "disclosure.campaign_messages",
-                vec![format!("campaign:{}", row.id), commitment(&sent)],
-            )
-            .await
-            .map_err(SegmentError::from)?;
             if sink.send(Ok(body.into_bytes())).await.is_err() {
                 return Ok(());
             }
         }
+        Ok(())
+    }
+}
+
+impl Campaigns<'_> {
+    /// The recommendation block of each member of a page who gets a message, by subject:
+    /// the strategy of their variant in an experiment (the holdout gets none).
+    async fn blocks(
+        &self,
+        r: &Recommender<'_>,
+        experiment: Option<&Running>,
+        page: &[(String, Member)],
+    ) -> Result<std::collections::HashMap<String, Vec<Recommendation>>, CampaignError> {
+        let mut groups: BTreeMap<&'static str, (Strategy, Vec<_>)> = BTreeMap::new();
+        for (subject, m) in page {
+            let strategy = match experiment {
+                None => Strategy::Default,
+                Some(e) => match e.variant(subject) {
+                    None => continue,
+                    Some(v) => v.strategy,
+                },
+            };
+            groups
+                .entry(strategy.as_str())
+                .or_insert_with(|| (strategy, Vec::new()))
+                .1
+                .push((subject.as_str(), &m.view));
+        }
+        let mut out = std::collections::HashMap::new();
+        for (strategy, members) in groups.into_values() {
+            out.extend(r.for_members(&members, strategy, BLOCK_SIZE).await?);
+        }
+        Ok(out)
+    }
+
+    /// Records a page before it is sent: the disclosure of each member sent a message and
+    /// its audit entry, and the experiment exposures of the page (holdout members
+    /// included), in one transaction.
+    async fn record_page(
+        &self,
+        gate: &Gate<'_>,
+        grant: &PurposeGrant,
+        campaign: &str,
+        sent: &[(String, Member)],
+        exposed: &[ExposureRow],
+    ) -> Result<(), CampaignError> {
+        let mut attributes = vec![format!("campaign:{campaign}")];
+        if let Some(e) = exposed.first() {
+            attributes.push(format!("experiment:{}", e.experiment_id));
+            attributes.push(format!("exposures:{}", exposed.len()));
+        }
+        let txn = self.db.begin_write().await?;
+        if sent.is_empty() {
+            let entry = NewEntry {
+                purpose: Some(grant.purpose().name.clone()),
+                ..NewEntry::new(self.actor.clone(), "experiment.exposure", Outcome::Ok)
+                    .request_id(self.request_id.clone())
+                    .attributes(attributes)
+            };
+            self.audit.append(&txn, entry).await?;
+        } else {
+            attributes.insert(1, commitment(sent));
+            gate.disclose_members_in(
+                &txn,
+                grant,
+                sent,
+                "disclosure.campaign_messages",
+                attributes,
+            )
+            .await
+            .map_err(SegmentError::from)?;
+        }
+        exposures::expose(&txn, exposed).await?;
+        txn.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 //! `minimise` a `MinimisedProfile`, and nothing else can make either.
 pub mod campaigns;
 pub mod catalog;
+pub mod experiments;
 pub mod gate;
 mod identifiers;
 mod purposes;

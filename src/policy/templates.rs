@@ -234,6 +234,46 @@ fn checked(
     }
 }
 
+impl Checked {
+    /// The same template with another subject line (an experiment variant's), named
+    /// `part` in errors, compiled and checked against the purpose as template subjects are.
+    pub fn with_subject(&self, part: &str, subject: &str) -> Result<Checked, TemplatesError> {
+        let (renderer, names) = subject_line(part, subject, &self.grant)?;
+        let html = rendering::compile("html", &self.row.html)
+            .map_err(|e| TemplatesError::Compile(vec![e]))?;
+        let text = rendering::compile("text", &self.row.text)
+            .map_err(|e| TemplatesError::Compile(vec![e]))?;
+        let mut all = self.names.clone();
+        all.extend(names);
+        Ok(Checked {
+            row: self.row.clone(),
+            grant: self.grant.clone(),
+            renderer: Renderer::new(renderer, html, text),
+            fallbacks: self.fallbacks.clone(),
+            names: all,
+        })
+    }
+}
+
+/// A subject line on its own (named `part`), compiled and checked against `grant`.
+pub fn subject_line(
+    part: &str,
+    subject: &str,
+    grant: &PurposeGrant,
+) -> Result<(handlebars::template::Template, BTreeSet<String>), TemplatesError> {
+    if subject.trim().is_empty() || subject.len() > 2_000 {
+        return Err(TemplatesError::Invalid(format!(
+            "{part}: a subject line of at most 2000 bytes"
+        )));
+    }
+    let t = rendering::compile(part, subject).map_err(|e| TemplatesError::Compile(vec![e]))?;
+    let c = rendering::check(part, &t, grant);
+    if !c.offences.is_empty() {
+        return Err(TemplatesError::Purpose(c.offences));
+    }
+    Ok((t, c.names))
+}
+
 impl Templates<'_> {
     async fn grant(&self, recipient: &str, purpose: &str) -> Result<PurposeGrant, TemplatesError> {
         Ok(grant_for(

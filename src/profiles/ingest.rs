@@ -716,6 +716,7 @@ impl Ingest<'_> {
         crate::store::recipients::repoint_pseudonyms(c, from, into).await?;
         crate::store::disclosures::repoint(c, from, into).await?;
         crate::store::subject_flags::repoint(c, from, into).await?;
+        crate::store::experiments::repoint(c, from, into).await?;
         repo::finish_merge(c, from, into).await?;
         let entry = NewEntry {
             subject_ref: Some(self.audit.subject_ref(into)?),
@@ -762,6 +763,7 @@ impl Ingest<'_> {
             }
         }
         let mut properties = Value::Object(m.properties.clone());
+        keep_campaign(&mut properties, &m.context);
         self.policies.taxonomy.strip_identifiers(&mut properties);
         pending.events.push(EventRow {
             id: uuid::Uuid::now_v7().simple().to_string(),
@@ -795,6 +797,30 @@ impl Ingest<'_> {
         attributes.insert(format!("event:{}", m.kind.as_str()));
         self.consent_signals(m, subject, at, pending)?;
         Ok(())
+    }
+}
+
+/// Keeps Segment's `context.campaign` (the UTM parameters of the visit: `name`, `source`,
+/// `medium`, `term`, `content`) with the event, as `properties.context_campaign`, so that
+/// an order placed after a click on a campaign's link can be attributed to the campaign
+/// and the experiment variant (`utm_campaign`, `utm_content`). The rest of `context` is
+/// not kept. Text values only; a `context_campaign` the sender set itself wins.
+fn keep_campaign(properties: &mut Value, context: &serde_json::Map<String, Value>) {
+    let Some(campaign) = context.get("campaign").and_then(Value::as_object) else {
+        return;
+    };
+    let kept: serde_json::Map<String, Value> = ["name", "source", "medium", "term", "content"]
+        .iter()
+        .filter_map(|k| {
+            let v = campaign.get(*k)?.as_str()?;
+            Some(((*k).to_owned(), Value::from(v)))
+        })
+        .collect();
+    if let Some(p) = properties.as_object_mut()
+        && !kept.is_empty()
+        && !p.contains_key("context_campaign")
+    {
+        p.insert("context_campaign".into(), Value::Object(kept));
     }
 }
 

@@ -5,7 +5,7 @@
 //! a model trained over consented subjects only, the catalogue from the caller.
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -27,7 +27,8 @@ pub const MIN_SUPPORT: u32 = 2;
 pub const MAX_LIMIT: usize = 50;
 
 /// Which sources a block draws from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Recently viewed, then bought together, then bestsellers.
     #[default]
@@ -43,6 +44,14 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    pub const ALL: [Strategy; 5] = [
+        Strategy::Default,
+        Strategy::RecentlyViewed,
+        Strategy::BoughtTogether,
+        Strategy::Bestsellers,
+        Strategy::None,
+    ];
+
     pub const NAMES: [&str; 5] = [
         "default",
         "recently_viewed",

@@ -12,6 +12,7 @@ pub struct CampaignRow {
     pub segment_id: String,
     pub recipient_id: String,
     pub purpose: String,
+    pub experiment_id: Option<String>,
     pub created_by: String,
     pub created_at: i64,
 }
@@ -24,6 +25,7 @@ pub async fn insert<C: ConnectionTrait>(c: &C, r: &CampaignRow) -> Result<(), St
         segment_id: Set(r.segment_id.clone()),
         recipient_id: Set(r.recipient_id.clone()),
         purpose: Set(r.purpose.clone()),
+        experiment_id: Set(r.experiment_id.clone()),
         created_by: Set(r.created_by.clone()),
         created_at: Set(r.created_at),
     })
@@ -43,6 +45,7 @@ pub async fn get<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<CampaignR
             segment_id: m.segment_id,
             recipient_id: m.recipient_id,
             purpose: m.purpose,
+            experiment_id: m.experiment_id,
             created_by: m.created_by,
             created_at: m.created_at,
         }))

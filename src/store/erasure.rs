@@ -33,6 +33,7 @@ const HOLDERS: &[(&str, &[&str])] = &[
     ("aggregates", &["subject_id"]),
     ("scores", &["subject_id"]),
     ("subject_flags", &["subject_id"]),
+    ("experiment_exposures", &["subject_id"]),
     ("identity_conflicts", &["subject_a", "subject_b"]),
     // Crypto-shredding: without the data key, sealed copies anywhere (backups) are noise.
     ("subject_keys", &["subject_id"]),

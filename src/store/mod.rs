@@ -10,6 +10,7 @@ pub mod disclosures;
 pub mod dsar;
 mod entity;
 pub mod erasure;
+pub mod experiments;
 pub mod exports;
 pub mod keyring;
 pub mod notices;

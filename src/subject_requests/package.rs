@@ -87,6 +87,16 @@ pub struct DisclosureEntry {
     pub disclosed_at: String,
 }
 
+/// An experiment the person was part of: the variant of a campaign's message they were
+/// sent, or `holdout` (sent nothing, to compare against).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ExperimentEntry {
+    pub experiment: String,
+    pub variant: String,
+    pub campaign: String,
+    pub exposed_at: String,
+}
+
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct AccessPackage {
     pub request_id: String,
@@ -115,6 +125,8 @@ pub struct AccessPackage {
     /// The scores held about the person (RFM, purchase propensity, posted ones), with the
     /// model that made each: profiling under Art. 22.
     pub scores: Vec<ScoreEntry>,
+    /// The experiments (A/B tests) the person was part of, and which variant they got.
+    pub experiments: Vec<ExperimentEntry>,
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -311,6 +323,16 @@ impl Builder<'_> {
                     model_version: r.model_version,
                     source: r.source,
                     computed_at: ts(r.computed_at),
+                })
+                .collect(),
+            experiments: crate::store::experiments::of_subject(c, subject_id)
+                .await?
+                .into_iter()
+                .map(|x| ExperimentEntry {
+                    experiment: x.experiment_id,
+                    variant: x.variant,
+                    campaign: x.campaign_id,
+                    exposed_at: ts(x.exposed_at),
                 })
                 .collect(),
         })
@@ -572,6 +594,23 @@ impl AccessPackage {
                             d.purpose.clone(),
                             d.attributes.join(" "),
                             d.disclosed_at.clone(),
+                        ]
+                    })
+                    .collect(),
+            },
+            Section {
+                title: "Experiments you were part of",
+                file: Some("experiments.csv"),
+                head: &["experiment", "variant", "campaign", "exposed_at"],
+                rows: self
+                    .experiments
+                    .iter()
+                    .map(|x| {
+                        vec![
+                            x.experiment.clone(),
+                            x.variant.clone(),
+                            x.campaign.clone(),
+                            x.exposed_at.clone(),
                         ]
                     })
                     .collect(),

@@ -87,7 +87,14 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
         "/v1/recipients/{rid}/profiles/{pseudonym}",
         Some(&["esp"]),
     ),
+    (
+        "get",
+        "/v1/recipients/{rid}/profiles/{pseudonym}/recommendations",
+        Some(&["esp"]),
+    ),
     ("post", "/v1/recipients/{rid}/pseudonyms", Some(&["esp"])),
+    ("post", "/v1/catalog", Some(&["ingest", "admin"])),
+    ("post", "/v1/recommendations/train", Some(&["admin"])),
     ("post", "/v1/dsar", Some(&["dpo", "ingest"])),
     ("get", "/v1/dsar", Some(&["dpo"])),
     ("get", "/v1/dsar/{id}", Some(&["dpo"])),
@@ -118,6 +125,13 @@ const ROUTES: &[(&str, &str, Option<&[&str]>)] = &[
     (
         "get",
         "/v1/campaigns/{id}/messages",
+        Some(&["esp", "admin"]),
+    ),
+    ("post", "/v1/experiments", Some(&["esp", "admin"])),
+    ("get", "/v1/experiments/{id}", Some(&["esp", "admin"])),
+    (
+        "get",
+        "/v1/experiments/{id}/results",
         Some(&["esp", "admin"]),
     ),
     ("post", "/v1/scores/compute", Some(&["admin"])),

@@ -85,6 +85,7 @@ async fn a_campaign_renders_for_consented_members_and_one_click_unsubscribes() {
     to.sort_unstable();
     assert_eq!(to, ["ann@example.com", "bob@example.com", "cy@example.com"]);
     let bob = sent.iter().find(|m| m["to"] == "bob@example.com").unwrap();
+    assert!(bob.get("variant").is_none(), "no experiment, no variant");
     assert_eq!(bob["subject"], "Hi BOB");
     assert_eq!(
         bob["headers"]["List-Unsubscribe-Post"],

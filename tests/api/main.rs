@@ -9,6 +9,7 @@ mod consents;
 mod crash;
 mod dsar;
 mod errors;
+mod experiments;
 mod exports;
 mod gate;
 mod health;

@@ -24,6 +24,7 @@ impl From<CampaignError> for ApiError {
             E::Store(s) => s.into(),
             E::Audit(a) => a.into(),
             E::Keyring(k) => ApiError::opaque(ErrorCode::Internal, &k),
+            E::Experiment(x) => x.into(),
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod consents;
 pub mod dsar;
 pub mod esp;
+pub mod experiments;
 pub mod imports;
 pub mod keys;
 pub mod oauth;

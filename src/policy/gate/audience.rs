@@ -318,9 +318,25 @@ impl Gate<'_> {
         attributes: Vec<String>,
     ) -> Result<(), GateError> {
         let txn = self.db.begin_write().await?;
+        self.disclose_members_in(&txn, grant, members, action, attributes)
+            .await?;
+        txn.commit().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// [`Gate::disclose_members`] in the caller's transaction, for a caller that records
+    /// more with the page (a campaign's experiment exposures).
+    pub async fn disclose_members_in(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        grant: &PurposeGrant,
+        members: &[(String, Member)],
+        action: &str,
+        attributes: Vec<String>,
+    ) -> Result<(), GateError> {
         let at = self.now.unix_micros();
         let all: Vec<&(String, Member)> = members.iter().collect();
-        record_sent(&txn, grant, &all, at).await?;
+        record_sent(txn, grant, &all, at).await?;
         let mut audited = vec![
             format!("recipient:{}", grant.recipient()),
             format!("purpose:{}", grant.purpose().name),
@@ -333,8 +349,7 @@ impl Gate<'_> {
                 .request_id(self.request_id.clone())
                 .attributes(audited)
         };
-        self.audit.append(&txn, entry).await?;
-        txn.commit().await.map_err(StoreError::from)?;
+        self.audit.append(txn, entry).await?;
         Ok(())
     }
 }

@@ -11,6 +11,8 @@ pub struct Model {
     pub segment_id: String,
     pub recipient_id: String,
     pub purpose: String,
+    /// The experiment the campaign runs, if any.
+    pub experiment_id: Option<String>,
     pub created_by: String,
     pub created_at: i64,
 }

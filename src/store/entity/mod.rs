@@ -10,6 +10,8 @@ pub mod disclosure;
 pub mod dsar_request;
 pub mod dsar_transition;
 pub mod event;
+pub mod experiment;
+pub mod experiment_exposure;
 pub mod export;
 pub mod export_member;
 pub mod identifier;
