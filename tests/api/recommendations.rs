@@ -501,3 +501,83 @@ async fn the_seed_template_shows_the_block_in_renders_and_campaign_messages() {
     // cy bought everything the model knows: the fallback.
     assert!(html_of("cy@example.com").contains("See what is new this week."));
 }
+
+#[tokio::test]
+async fn an_experiment_variant_chooses_the_recommendation_strategy() {
+    let app = spawn_app().await;
+    let (ingest, dpo, esp) = shop(&app).await;
+    for i in 0..16 {
+        let who = format!("x{i}");
+        person(&app, &ingest, &dpo, &who, &["email_marketing"]).await;
+        bought(&app, &ingest, &who, "2026-11-25T10:00:00Z", &["p1"]).await;
+    }
+    train(&app).await;
+    let r = app
+        .post_json(
+            "/v1/templates",
+            Some(&esp),
+            &json!({"name": "seed", "purpose": EMAIL,
+            "subject": "Picked for you", "html": SEED, "text": "Hello {{customer_name}}",
+            "fallbacks": {"customer_name": "there"}}),
+        )
+        .await;
+    let template = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .post_json(
+            "/v1/segments",
+            Some(&esp),
+            &json!({"name": "buyers", "purpose": EMAIL,
+            "rule": {"aggregate": "purchase_count", "gte": 1}}),
+        )
+        .await;
+    let segment = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .post_json("/v1/experiments", Some(&esp), &json!({"name": "blocks", "purpose": EMAIL,
+            "variants": [{"name": "A", "weight": 50}, {"name": "B", "weight": 50, "recommendations": "none"}]}))
+        .await;
+    let v: Value = r.json().await.unwrap();
+    let experiment = v["id"].as_str().expect("experiment").to_owned();
+    let r = app
+        .post_json(
+            "/v1/campaigns",
+            Some(&esp),
+            &json!({"name": "c", "template": template,
+            "segment": segment, "experiment": experiment}),
+        )
+        .await;
+    let v: Value = r.json().await.unwrap();
+    let campaign = v["id"].as_str().expect("campaign").to_owned();
+    let r = app
+        .get(&format!("/v1/campaigns/{campaign}/messages"), Some(&esp))
+        .await;
+    let messages: Vec<Value> = r
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(messages.len(), 19);
+    let mut seen = std::collections::BTreeSet::new();
+    for m in &messages {
+        let variant = m["variant"].as_str().unwrap();
+        seen.insert(variant.to_owned());
+        let html = m["html"].as_str().unwrap();
+        let to = m["to"].as_str().unwrap();
+        if variant == "B" {
+            assert!(html.contains("See what is new this week."), "{to}: {html}");
+        } else if to.starts_with('x') {
+            assert!(
+                html.contains("p2.jpg") && html.contains("p3.jpg"),
+                "{to}: {html}"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 2, "both variants among 19 people");
+}
