@@ -5,7 +5,9 @@
 //!   only from the events of categories that purpose reads; a purpose that reads neither
 //!   browsing nor purchase history gets no block at all;
 //! - a purpose's model (pairs bought by the same people, popularity) is trained only
-//!   from the subjects that purpose may process now, holds counts and product ids only,
+//!   from the subjects that purpose may process now (for a purpose with a minimum age,
+//!   only those with no age on record: the gate alone can read a date of birth), holds
+//!   counts and product ids only,
 //!   keeps a pair only when at least two people bought both, and replaces the previous
 //!   model in one transaction, audited;
 //! - only available catalogue products are recommended.
@@ -25,6 +27,7 @@ use crate::rendering::recommend::{
 };
 use crate::store::catalog::{self, ModelRow, ProductRow};
 use crate::store::{Db, StoreError, profiles};
+use sea_query::ExprTrait;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecommendError {
@@ -298,7 +301,13 @@ async fn train(
     actor: Actor,
     now: Timestamp,
 ) -> Result<ModelReport, RecommendError> {
-    let cond = purpose_condition(p, dialect(db.backend()), now.unix_micros());
+    let mut cond = purpose_condition(p, dialect(db.backend()), now.unix_micros());
+    // A date of birth is sealed, so only the gate can tell whether a person is old
+    // enough for a purpose with a minimum age: for such a purpose the people whose age is
+    // on record are left out of its model rather than opened one by one.
+    if p.minimum_age.is_some() {
+        cond = cond.and(crate::policy::gate::audience::age_data().not());
+    }
     // Pairs from purchases; a purpose that reads only browsing counts views.
     let purchases = p.may_read(PURCHASE);
     let wanted: Vec<&str> = if purchases {

@@ -581,3 +581,36 @@ async fn an_experiment_variant_chooses_the_recommendation_strategy() {
     }
     assert_eq!(seen.len(), 2, "both variants among 19 people");
 }
+
+#[tokio::test]
+async fn people_with_an_age_on_record_are_left_out_of_a_minimum_age_purposes_model() {
+    let app = spawn_app().await;
+    let (ingest, dpo, _) = shop(&app).await;
+    // eve is 11, fay is an adult: both have a date of birth, which only the gate can read.
+    for (who, born) in [("eve", "2015-01-01"), ("fay", "1990-01-01")] {
+        person(
+            &app,
+            &ingest,
+            &dpo,
+            who,
+            &["personalization", "email_marketing"],
+        )
+        .await;
+        let r = app
+            .track(
+                &ingest,
+                "/v1/identify",
+                &json!({"userId": who, "traits": {"birthday": born}}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        bought(&app, &ingest, who, "2026-11-26T10:00:00Z", &["p4", "p5"]).await;
+    }
+    let report = train(&app).await;
+    for m in report.as_array().unwrap() {
+        if m["purpose"] == PERSONALIZE || m["purpose"] == EMAIL {
+            assert_eq!(m["subjects"], 3, "{m}: ann, bob and cy only");
+            assert_eq!(m["pairs"], 2, "{m}: p4-p5 not counted");
+        }
+    }
+}

@@ -212,7 +212,7 @@ pub async fn is_member<C: ConnectionTrait>(
 
 /// Whether `s` has a date of birth or a stated age: for a purpose with a minimum age,
 /// those are the members only the gate can judge (a date of birth is sealed).
-fn age_data() -> Expr {
+pub(crate) fn age_data() -> Expr {
     let mut q = Query::select();
     q.expr(Expr::val(1))
         .from_as(Alias::new("traits"), Alias::new("t"))
