@@ -52,8 +52,9 @@ pub fn computed_here(name: &str) -> bool {
     RFM.contains(&name) || name == PROPENSITY
 }
 
-/// The condition on `s` (subjects) for the population that may be scored at `now`, or
-/// `None` when no profiling purpose reads scores (then nobody is scored).
+/// The condition on `s` (subjects) for the population that may be scored at `now` (for
+/// a purpose with a minimum age, only people with no age on record), or `None` when no
+/// profiling purpose reads scores (then nobody is scored).
 pub fn population(policies: &Policies, db: &Db, now: i64) -> Option<Expr> {
     let d = dialect(db.backend());
     policies
@@ -61,7 +62,17 @@ pub fn population(policies: &Policies, db: &Db, now: i64) -> Option<Expr> {
         .purposes
         .iter()
         .filter(|p| p.profiling && p.legal_basis == LegalBasis::Consent && p.may_read(CATEGORY))
-        .map(|p| purpose_condition(p, d, now))
+        .map(|p| {
+            let c = purpose_condition(p, d, now);
+            // A date of birth is sealed, so only the gate can tell whether a person is
+            // old enough for a purpose with a minimum age: such a purpose scores only the
+            // people with no age on record, never a minor.
+            if p.minimum_age.is_some() {
+                c.and(crate::policy::gate::audience::age_data().not())
+            } else {
+                c
+            }
+        })
         .reduce(|a, b| a.or(b))
 }
 

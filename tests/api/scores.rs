@@ -473,3 +473,29 @@ async fn posted_scores_are_checked_stored_and_usable_only_for_profiling() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_profiling_purpose_with_a_minimum_age_never_scores_someone_whose_age_is_on_record() {
+    let app = spawn_app().await;
+    let (_, ingest) = app.create_key("ingest").await;
+    let (_, dpo) = app.create_key("dpo").await;
+    let mut messages = Vec::new();
+    for (who, traits) in [
+        ("kid", json!({"country": "DE", "birthday": "2015-06-01"})),
+        ("adult", json!({"country": "DE"})),
+    ] {
+        messages.push(json!({"type": "identify", "userId": who, "traits": traits}));
+        messages.push(
+            json!({"type": "track", "userId": who, "event": "Order Completed",
+            "properties": {"order_id": format!("{who}-1"), "total": 30, "currency": "EUR"},
+            "timestamp": ago(&app, 2 * DAY)}),
+        );
+    }
+    batch(&app, &ingest, messages).await;
+    consent(&app, &dpo, "kid", "granted").await;
+    consent(&app, &dpo, "adult", "granted").await;
+    let report = compute(&app).await;
+    assert_eq!(report["rfm"]["scored"], 1, "{report}");
+    assert!(score_of(&app, &dpo, "adult", "rfm.score").await.is_some());
+    assert_eq!(score_of(&app, &dpo, "kid", "rfm.score").await, None);
+}
