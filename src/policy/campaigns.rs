@@ -340,14 +340,18 @@ impl Campaigns<'_> {
         } else {
             None
         };
-        let mut after: Option<String> = None;
+        let fetch = |after: Option<String>| {
+            let (gate, grant, condition) = (&gate, &s.grant, condition.clone());
+            async move {
+                gate.members(grant, condition, after.as_deref(), 500, false)
+                    .await
+                    .map_err(SegmentError::from)
+            }
+        };
+        let mut next = fetch(None).await?;
         loop {
-            let (page, last) = gate
-                .members(&s.grant, condition.clone(), after.as_deref(), 500, false)
-                .await
-                .map_err(SegmentError::from)?;
+            let (page, last) = next;
             let Some(last) = last else { break };
-            after = Some(last);
             let mut blocks = match &recommender {
                 Some(r) => self.blocks(r, experiment.as_ref(), &page).await?,
                 None => std::collections::HashMap::new(),
@@ -426,11 +430,19 @@ impl Campaigns<'_> {
                 body.push('\n');
                 sent.push((subject, m));
             }
-            if sent.is_empty() && exposed.is_empty() {
-                continue;
-            }
-            self.record_page(&gate, &s.grant, &row.id, &sent, &exposed)
-                .await?;
+            // The page is recorded while the next one is read (a write and a read on
+            // two connections at once); it is sent only once its records are committed.
+            let record = async {
+                if sent.is_empty() && exposed.is_empty() {
+                    Ok(())
+                } else {
+                    self.record_page(&gate, &s.grant, &row.id, &sent, &exposed)
+                        .await
+                }
+            };
+            let (recorded, fetched) = tokio::join!(record, fetch(Some(last)));
+            recorded?;
+            next = fetched?;
             if sent.is_empty() {
                 continue;
             }

@@ -553,23 +553,26 @@ impl Segments<'_> {
             return Ok(false);
         }
         let base = plan.export.since_id.as_deref();
-        let mut after: Option<String> = None;
-        loop {
+        // Consent and the other gate conditions are evaluated as each page is read.
+        let fetch = |after: Option<String>| {
             let gate = Gate {
                 now: clock.now(),
                 ..self.gate()
             };
-            let (page, last) = gate
-                .members(
-                    &c.grant,
-                    condition.clone(),
-                    after.as_deref(),
-                    EXPORT_PAGE,
-                    false,
-                )
-                .await?;
+            let (grant, condition) = (&c.grant, condition.clone());
+            async move {
+                gate.members(grant, condition, after.as_deref(), EXPORT_PAGE, false)
+                    .await
+            }
+        };
+        let mut next = fetch(None).await?;
+        loop {
+            let (page, last) = next;
             let Some(last) = last else { break };
-            after = Some(last);
+            let gate = Gate {
+                now: clock.now(),
+                ..self.gate()
+            };
             let held = match base {
                 Some(b) => {
                     let ps: Vec<String> = page
@@ -592,12 +595,16 @@ impl Segments<'_> {
                 rows += 1;
             }
             let totals = (state.rows + rows, state.members + page.len() as i64);
-            if !gate
-                .record_export_page(&c.grant, &plan.export.id, &page, &held, totals)
-                .await?
-            {
+            // The page is recorded while the next one is read (a write and a read on two
+            // connections at once); it is sent only once its records are committed.
+            let (recorded, fetched) = tokio::join!(
+                gate.record_export_page(&c.grant, &plan.export.id, &page, &held, totals),
+                fetch(Some(last))
+            );
+            if !recorded? {
                 return Ok(false);
             }
+            next = fetched?;
             (state.rows, state.members) = totals;
             if !body.is_empty() && sink.send(Ok(body.into_bytes())).await.is_err() {
                 return Ok(false);
