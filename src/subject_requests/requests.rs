@@ -70,7 +70,6 @@ pub struct NewRequest {
     pub kind: String,
     /// The identifiers the requester gave, e.g. `{"email": "ann@example.com"}`: one or
     /// more of `email`, `phone`, `user_id`, `anonymous_id` or an external id kind.
-    #[schema(value_type = Object)]
     pub identifiers: BTreeMap<String, String>,
     /// How it arrived: `email`, `web_form`, `letter`, `phone`, `in_person` ...
     pub channel: String,

@@ -12,6 +12,7 @@ use crate::startup::AppState;
 #[serde(deny_unknown_fields)]
 pub struct RopaQuery {
     /// `json` (default) or `markdown`.
+    #[param(pattern = "^(json|markdown)$")]
     pub format: Option<String>,
 }
 
