@@ -113,6 +113,7 @@ impl std::fmt::Debug for Verification {
 #[serde(deny_unknown_fields)]
 pub struct Extension {
     /// 1 or 2 further months (Art. 12(3)); once per request.
+    #[schema(minimum = 1, maximum = 2)]
     pub months: i32,
     pub reason: String,
 }
