@@ -202,9 +202,21 @@ impl AuditLog {
 
 /// A page of entries with `seq > after` (all from 0 when `after` is `None`).
 pub async fn entries(db: &Db, after: Option<u64>, limit: u64) -> Result<Vec<Entry>, AuditError> {
-    let from = after.map_or(0, |a| a.saturating_add(1));
-    let from =
-        i64::try_from(from).map_err(|_| AuditError::BadRange("after is too large".into()))?;
+    // Sequence numbers are int64 (as the OpenAPI document says): `after` beyond that is
+    // refused; `after` at the very end is an empty page, as for any `after` past the head.
+    let from = match after {
+        None => 0,
+        Some(a) if i64::try_from(a).is_err() => {
+            return Err(AuditError::BadRange(format!(
+                "after: at most {} (a sequence number)",
+                i64::MAX
+            )));
+        }
+        Some(a) => a + 1,
+    };
+    let Ok(from) = i64::try_from(from) else {
+        return Ok(Vec::new());
+    };
     store::audit::entries_from(db.conn(), from, limit)
         .await?
         .into_iter()

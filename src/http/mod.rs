@@ -3,6 +3,7 @@
 pub mod error;
 pub mod extract;
 mod middleware;
+mod openapi;
 pub mod routes;
 
 use actix_web::web::{self, ServiceConfig};
@@ -13,6 +14,7 @@ use utoipa::{Modify, OpenApi};
 pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_header};
 
 use error::{ApiError, ErrorCode};
+use openapi::CommonResponses;
 use routes::{
     audit, campaigns, catalog, consents, dsar, esp, experiments, imports, keys, oauth, policies,
     recipients, scores, segments, subjects, system, templates, tracking,
@@ -46,7 +48,7 @@ use routes::{
         campaigns::unsubscribe,
         experiments::create, experiments::get, experiments::results,
     ),
-    modifiers(&Security),
+    modifiers(&Security, &CommonResponses),
     tags(
         (name = "system", description = "Health, readiness, metrics, this document"),
         (name = "auth", description = "Tokens and identity"),
@@ -244,5 +246,15 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
             req.method()
         ),
     );
-    actix_web::ResponseError::error_response(&err)
+    let mut resp = actix_web::ResponseError::error_response(&err);
+    // RFC 9110 §15.5.6: a 405 lists the methods the route has.
+    if let Some(allow) = req
+        .match_pattern()
+        .and_then(|p| openapi::allowed_methods(&p))
+        .and_then(|a| actix_web::http::header::HeaderValue::from_str(a).ok())
+    {
+        resp.headers_mut()
+            .insert(actix_web::http::header::ALLOW, allow);
+    }
+    resp
 }

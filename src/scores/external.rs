@@ -20,7 +20,7 @@ use crate::store::{Db, StoreError, profiles};
 #[serde(deny_unknown_fields)]
 pub struct PostedScores {
     /// Exactly one identifier: `email`, `phone`, `user_id`, `anonymous_id` or an external id kind.
-    #[schema(value_type = Object, example = json!({"user_id": "u1"}))]
+    #[schema(example = json!({"user_id": "u1"}))]
     pub subject: BTreeMap<String, String>,
     /// 1 to 100 scores.
     pub scores: Vec<PostedScore>,

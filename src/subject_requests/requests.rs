@@ -70,7 +70,6 @@ pub struct NewRequest {
     pub kind: String,
     /// The identifiers the requester gave, e.g. `{"email": "ann@example.com"}`: one or
     /// more of `email`, `phone`, `user_id`, `anonymous_id` or an external id kind.
-    #[schema(value_type = Object)]
     pub identifiers: BTreeMap<String, String>,
     /// How it arrived: `email`, `web_form`, `letter`, `phone`, `in_person` ...
     pub channel: String,
@@ -114,6 +113,7 @@ impl std::fmt::Debug for Verification {
 #[serde(deny_unknown_fields)]
 pub struct Extension {
     /// 1 or 2 further months (Art. 12(3)); once per request.
+    #[schema(minimum = 1, maximum = 2)]
     pub months: i32,
     pub reason: String,
 }

@@ -79,6 +79,21 @@ async fn entries_page_in_order_and_each_leaf_hash_is_recomputable() {
         .collect();
     assert_eq!(seqs, (4..10).collect::<Vec<_>>());
     assert!(p2["next_after"].is_null());
+    // `after` past any sequence number there can be is an empty page, not a 400.
+    let end: Value = app
+        .get_json(
+            &format!("/v1/audit/entries?after={}&limit=1", i64::MAX),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(end["entries"].as_array().unwrap().len(), 0, "{end}");
+    let beyond = app
+        .get(
+            &format!("/v1/audit/entries?after={}", i64::MAX as u64 + 1),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(beyond.status(), 400);
     for e in p2["entries"].as_array().unwrap() {
         let canonical = base64::Engine::decode(
             &base64::engine::general_purpose::STANDARD,

@@ -183,11 +183,7 @@ async fn every_route_answers_each_role_as_the_table_says() {
             in_spec.iter().any(|(sm, sp)| sm == m && sp == p),
             "{m} {p} is in the table but not in the OpenAPI spec"
         );
-        let scheme = if uses_write_key(p) {
-            "write_key"
-        } else {
-            "bearer"
-        };
+        let scheme = if uses_write_key(p) { "basic" } else { "bearer" };
         let secured = spec["paths"][p][m]["security"]
             .as_array()
             .is_some_and(|s| s.iter().any(|r| r.get(scheme).is_some()));

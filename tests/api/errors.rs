@@ -190,3 +190,27 @@ fn every_error_code_is_in_the_readme_table() {
         assert!(readme.contains(&row), "README lacks the row {row}");
     }
 }
+
+#[tokio::test]
+async fn a_method_a_route_lacks_is_refused_with_the_methods_it_has_in_allow() {
+    let app = spawn_app().await;
+    for (method, path, allow) in [
+        ("PUT", "/v1/keys", "GET, POST"),
+        ("TRACE", "/healthz", "GET"),
+        ("PATCH", "/v1/keys/k1", "DELETE"),
+        ("POST", "/v1/subjects/s1/restriction", "GET, PUT, DELETE"),
+    ] {
+        let resp = app
+            .client
+            .request(method.parse().unwrap(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(
+            resp.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+    }
+}

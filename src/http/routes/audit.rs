@@ -15,6 +15,7 @@ pub struct EntriesQuery {
     /// Return entries with a sequence number greater than this; from the start if absent.
     pub after: Option<u64>,
     /// At most this many entries (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
 }
 

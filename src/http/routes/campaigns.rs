@@ -54,7 +54,9 @@ fn service<'a>(
 /// purpose on consent or legitimate interest that reads email addresses).
 #[utoipa::path(post, path = "/v1/campaigns", tag = "campaigns", security(("bearer" = [])),
     request_body = NewCampaign, responses(
-    (status = 201, description = "Created", body = CampaignView),
+    (status = 201, description = "Created", body = CampaignView, links(
+        ("get" = (operation_ref = "#/paths/~1v1~1campaigns~1{id}/get", parameters(("id" = "$response.body#/id")))),
+        ("messages" = (operation_ref = "#/paths/~1v1~1campaigns~1{id}~1messages/get", parameters(("id" = "$response.body#/id")))))),
     (status = 400, description = "Malformed body", body = ErrorBody),
     (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
     (status = 403, description = "Not an esp or admin key, or a purpose the key may not use", body = ErrorBody),

@@ -60,6 +60,7 @@ pub async fn record(
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// RFC 3339: the state at this moment ("was this email sent with consent?").
+    #[param(format = DateTime)]
     pub at: Option<String>,
 }
 

@@ -43,7 +43,9 @@ macro_rules! with_requests {
 /// (`duplicate_of`). An ingest key (a public form) gets only the receipt.
 #[utoipa::path(post, path = "/v1/dsar", tag = "dsar", security(("bearer" = [])),
     request_body = NewRequest, responses(
-    (status = 201, description = "Filed (a dpo key sees the whole request)", body = RequestView),
+    (status = 201, description = "Filed (a dpo key sees the whole request)", body = RequestView, links(
+        ("get" = (operation_ref = "#/paths/~1v1~1dsar~1{id}/get", parameters(("id" = "$response.body#/id")))),
+        ("package" = (operation_ref = "#/paths/~1v1~1dsar~1{id}~1package/get", parameters(("id" = "$response.body#/id")))))),
     (status = 400, description = "Malformed body", body = ErrorBody),
     (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
     (status = 403, description = "Not a dpo or ingest key", body = ErrorBody),
@@ -68,8 +70,12 @@ pub async fn create(
 #[serde(deny_unknown_fields)]
 pub struct QueueQuery {
     /// Only requests in this status.
+    #[param(
+        pattern = "^(received|verifying|verified|in_progress|completed|completed_with_pending_notices|rejected|withdrawn)$"
+    )]
     pub status: Option<String>,
     /// RFC 3339: only requests due before this moment.
+    #[param(format = DateTime)]
     pub due_before: Option<String>,
 }
 
@@ -251,6 +257,7 @@ pub async fn execute(
 pub struct PackageQuery {
     /// `json` (default for access), `html` (a readable page) or `zip` (JSON and CSV files;
     /// default for portability).
+    #[param(pattern = "^(json|html|zip)$")]
     pub format: Option<String>,
 }
 

@@ -128,9 +128,11 @@ pub struct RecommendationsQuery {
     /// The purpose the block is for; it must read browsing or purchase history.
     pub purpose: String,
     /// At most this many products (1-50, default 6).
+    #[param(minimum = 1, maximum = 50)]
     pub limit: Option<usize>,
     /// `default` (recently viewed, then bought together, then bestsellers),
     /// `recently_viewed`, `bought_together`, `bestsellers` or `none`.
+    #[param(pattern = "^(default|recently_viewed|bought_together|bestsellers|none)$")]
     pub strategy: Option<String>,
 }
 

@@ -48,7 +48,9 @@ fn service<'a>(
 /// a keyed hash of the experiment and the person, the same at every render.
 #[utoipa::path(post, path = "/v1/experiments", tag = "experiments", security(("bearer" = [])),
     request_body = NewExperiment, responses(
-    (status = 201, description = "Created", body = ExperimentView),
+    (status = 201, description = "Created", body = ExperimentView, links(
+        ("get" = (operation_ref = "#/paths/~1v1~1experiments~1{id}/get", parameters(("id" = "$response.body#/id")))),
+        ("results" = (operation_ref = "#/paths/~1v1~1experiments~1{id}~1results/get", parameters(("id" = "$response.body#/id")))))),
     (status = 400, description = "Malformed body, or an unknown purpose", body = ErrorBody),
     (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
     (status = 403, description = "Not an esp or admin key, or a purpose or recipient the key may not use", body = ErrorBody),

@@ -29,6 +29,7 @@ pub struct ImportQuery {
     #[serde(default)]
     pub dry_run: bool,
     /// `csv` or `ndjson`, when neither the mapping nor the file name says.
+    #[param(inline)]
     pub format: Option<Format>,
 }
 

@@ -19,7 +19,7 @@ use crate::startup::AppState;
 #[derive(Deserialize, ToSchema)]
 pub struct TokenRequest {
     /// Must be `client_credentials`.
-    #[schema(example = "client_credentials")]
+    #[schema(example = "client_credentials", pattern = "^client_credentials$")]
     pub grant_type: String,
     /// The API key id (or send it as the HTTP Basic user name).
     pub client_id: Option<String>,

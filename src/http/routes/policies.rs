@@ -12,13 +12,15 @@ use crate::startup::AppState;
 #[serde(deny_unknown_fields)]
 pub struct RopaQuery {
     /// `json` (default) or `markdown`.
+    #[param(pattern = "^(json|markdown)$")]
     pub format: Option<String>,
 }
 
 /// The record of processing activities (GDPR Art. 30), from the policies in force.
 #[utoipa::path(get, path = "/v1/ropa", tag = "policies", security(("bearer" = [])),
     params(RopaQuery), responses(
-    (status = 200, description = "The record (JSON, or Markdown with format=markdown)", body = Ropa),
+    (status = 200, description = "The record (JSON, or Markdown with format=markdown)",
+        content((Ropa = "application/json"), (String = "text/markdown"))),
     (status = 400, description = "Unknown format", body = ErrorBody),
     (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
     (status = 403, description = "Not a dpo or auditor key", body = ErrorBody),

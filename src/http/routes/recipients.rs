@@ -40,7 +40,8 @@ async fn described(state: &AppState, id: &str) -> Result<Recipient, ApiError> {
 /// pseudonym key (version 1).
 #[utoipa::path(post, path = "/v1/recipients", tag = "recipients", security(("bearer" = [])),
     request_body = NewRecipient, responses(
-    (status = 201, description = "Registered", body = Recipient),
+    (status = 201, description = "Registered", body = Recipient, links(
+        ("get" = (operation_ref = "#/paths/~1v1~1recipients~1{rid}/get", parameters(("rid" = "$response.body#/id")))))),
     (status = 400, description = "Malformed body", body = ErrorBody),
     (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
     (status = 403, description = "Not an admin key", body = ErrorBody),

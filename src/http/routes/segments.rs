@@ -34,7 +34,13 @@ fn service<'a>(
 /// purpose may read, else 422 listing each.
 #[utoipa::path(post, path = "/v1/segments", tag = "segments", security(("bearer" = [])),
     request_body = NewSegment, responses(
-    (status = 201, description = "Saved", body = SegmentView),
+    (status = 201, description = "Saved", body = SegmentView, links(
+        ("get" = (operation_ref = "#/paths/~1v1~1segments~1{id}/get", parameters(("id" = "$response.body#/id")))),
+        ("count" = (operation_ref = "#/paths/~1v1~1segments~1{id}~1count/get", parameters(("id" = "$response.body#/id")))),
+        ("preview" = (operation_ref = "#/paths/~1v1~1segments~1{id}~1preview/get", parameters(("id" = "$response.body#/id")))),
+        ("export" = (operation_ref = "#/paths/~1v1~1segments~1{id}~1export/get", parameters(("id" = "$response.body#/id"), ("recipient" = "$response.body#/recipient")))),
+        ("exports" = (operation_ref = "#/paths/~1v1~1segments~1{id}~1exports/get", parameters(("id" = "$response.body#/id")))),
+        ("delete" = (operation_ref = "#/paths/~1v1~1segments~1{id}/delete", parameters(("id" = "$response.body#/id")))))),
     (status = 400, description = "Malformed body or unknown purpose", body = ErrorBody),
     (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
     (status = 403, description = "Not an esp or admin key, another recipient, or a purpose the key may not use", body = ErrorBody),
@@ -150,6 +156,7 @@ pub async fn count(
 #[serde(deny_unknown_fields)]
 pub struct PreviewQuery {
     /// How many members to show, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u64>,
 }
 
@@ -196,7 +203,7 @@ pub struct ExportQuery {
     pub recipient: String,
     /// `ndjson` (the default; one minimised view per line) or `csv` (columns in the
     /// order the README documents, ready for an ESP's list import).
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     pub format: Option<Format>,
     /// The id of an earlier complete export of this segment to this recipient: send only
     /// the members who joined since (whole rows, `change: joined`) and those who left

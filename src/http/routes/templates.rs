@@ -50,7 +50,10 @@ fn service<'a>(
 /// against the purpose (422 listing each token with its line).
 #[utoipa::path(post, path = "/v1/templates", tag = "templates", security(("bearer" = [])),
     request_body = NewTemplate, responses(
-    (status = 201, description = "Saved", body = TemplateView),
+    (status = 201, description = "Saved", body = TemplateView, links(
+        ("get" = (operation_ref = "#/paths/~1v1~1templates~1{id}/get", parameters(("id" = "$response.body#/id")))),
+        ("render" = (operation_ref = "#/paths/~1v1~1templates~1{id}~1render/post", parameters(("id" = "$response.body#/id")))),
+        ("delete" = (operation_ref = "#/paths/~1v1~1templates~1{id}/delete", parameters(("id" = "$response.body#/id")))))),
     (status = 400, description = "Malformed body or unknown purpose", body = ErrorBody),
     (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
     (status = 403, description = "Not an esp or admin key, another recipient, or a purpose the key may not use", body = ErrorBody),

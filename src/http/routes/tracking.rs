@@ -76,7 +76,7 @@ async fn single(
 macro_rules! tracking_route {
     ($name:ident, $kind:expr, $path:literal, $doc:literal) => {
         #[doc = $doc]
-        #[utoipa::path(post, path = $path, tag = "tracking", security(("write_key" = [])),
+        #[utoipa::path(post, path = $path, tag = "tracking", security(("basic" = [])),
             request_body(content = Object, content_type = "application/json",
                 description = "A Segment tracking-spec message (at most 32 KB)"),
             responses(
@@ -125,7 +125,7 @@ tracking_route!(
 );
 
 /// Several messages of any type; one invalid message refuses the whole batch.
-#[utoipa::path(post, path = "/v1/batch", tag = "tracking", security(("write_key" = [])),
+#[utoipa::path(post, path = "/v1/batch", tag = "tracking", security(("basic" = [])),
     request_body(content = Object, content_type = "application/json",
         description = "`{\"batch\": [messages], \"context\": {...}, \"sentAt\": ...}`, at most 500 KB"),
     responses(
