@@ -218,6 +218,70 @@ fn consent_named(
     }
 }
 
+/// A `POST /v1/consents` body checked against the policies at `now`, before anything is
+/// looked up or stored.
+#[derive(Clone, Debug)]
+pub struct CheckedConsent {
+    consent: String,
+    double_opt_in: bool,
+    captured: Timestamp,
+    proof: Option<Proof>,
+    kind: String,
+    value: String,
+}
+
+/// Checks `req` whole as [`Ledger::record`] does first: a pure function of the request,
+/// the policies and the time (the fuzz targets drive it with untrusted bodies).
+pub fn check(
+    policies: &Policies,
+    req: &NewConsent,
+    now: Timestamp,
+) -> Result<CheckedConsent, ConsentError> {
+    let (consent, double_opt_in) = consent_named(policies, &req.purpose, &req.status)?;
+    if !STATUSES.contains(&req.status.as_str()) {
+        return Err(invalid("status: use granted, denied or withdrawn"));
+    }
+    if !METHODS.contains(&req.method.as_str()) {
+        return Err(invalid(format!(
+            "method: use one of {}",
+            METHODS.join(", ")
+        )));
+    }
+    if req.source.trim().is_empty() || req.source.chars().count() > 200 {
+        return Err(invalid("source: 1 to 200 characters"));
+    }
+    bounded("notice_version", &req.notice_version, 100)?;
+    let captured = match &req.captured_at {
+        None => now,
+        Some(s) => Timestamp::parse_rfc3339(s)
+            .ok_or_else(|| invalid("captured_at: not an RFC 3339 time"))?,
+    };
+    if captured.unix_micros() > now.plus_seconds(300).unix_micros() {
+        return Err(invalid("captured_at: is in the future"));
+    }
+    let proof = match &req.proof {
+        None => None,
+        Some(p) => {
+            bounded("proof.user_agent", &p.user_agent, 512)?;
+            bounded("proof.form_id", &p.form_id, 128)?;
+            Some(Proof {
+                user_agent: p.user_agent.clone(),
+                form_id: p.form_id.clone(),
+                ip: p.ip.as_deref().map(truncate_ip).transpose()?,
+            })
+        }
+    };
+    let (kind, value) = SubjectQuery(req.subject.clone()).identifier(policies)?;
+    Ok(CheckedConsent {
+        consent,
+        double_opt_in,
+        captured,
+        proof,
+        kind,
+        value,
+    })
+}
+
 pub struct Ledger<'a> {
     /// How long a pending grant can be confirmed.
     pub confirm_ttl_secs: i64,
@@ -235,41 +299,14 @@ impl Ledger<'_> {
     /// Checks `req` whole, finds (or makes) its subject, and appends the record with its
     /// audit entry.
     pub async fn record(&self, req: &NewConsent) -> Result<ConsentRecord, ConsentError> {
-        let (consent, double_opt_in) = consent_named(self.policies, &req.purpose, &req.status)?;
-        if !STATUSES.contains(&req.status.as_str()) {
-            return Err(invalid("status: use granted, denied or withdrawn"));
-        }
-        if !METHODS.contains(&req.method.as_str()) {
-            return Err(invalid(format!(
-                "method: use one of {}",
-                METHODS.join(", ")
-            )));
-        }
-        if req.source.trim().is_empty() || req.source.chars().count() > 200 {
-            return Err(invalid("source: 1 to 200 characters"));
-        }
-        bounded("notice_version", &req.notice_version, 100)?;
-        let captured = match &req.captured_at {
-            None => self.now,
-            Some(s) => Timestamp::parse_rfc3339(s)
-                .ok_or_else(|| invalid("captured_at: not an RFC 3339 time"))?,
-        };
-        if captured.unix_micros() > self.now.plus_seconds(300).unix_micros() {
-            return Err(invalid("captured_at: is in the future"));
-        }
-        let proof = match &req.proof {
-            None => None,
-            Some(p) => {
-                bounded("proof.user_agent", &p.user_agent, 512)?;
-                bounded("proof.form_id", &p.form_id, 128)?;
-                Some(Proof {
-                    user_agent: p.user_agent.clone(),
-                    form_id: p.form_id.clone(),
-                    ip: p.ip.as_deref().map(truncate_ip).transpose()?,
-                })
-            }
-        };
-        let (kind, value) = SubjectQuery(req.subject.clone()).identifier(self.policies)?;
+        let CheckedConsent {
+            consent,
+            double_opt_in,
+            captured,
+            proof,
+            kind,
+            value,
+        } = check(self.policies, req, self.now)?;
         let mut subject = self.find(&kind, &value).await?;
         if subject.is_none() {
             self.create(&kind, &value).await?;

@@ -170,6 +170,26 @@ impl Keyring {
         Ok(Self { kinds, recipients })
     }
 
+    /// A keyring held in memory only, from (kind, version, secret material): for unit
+    /// tests and the fuzz targets, which have no database. Never built in a release.
+    #[cfg(any(test, fuzzing))]
+    pub fn in_memory(keys: Vec<(KeyKind, i32, Vec<u8>)>) -> Self {
+        let mut kinds: BTreeMap<KeyKind, Vec<KeyVersion>> = BTreeMap::new();
+        for (kind, version, material) in keys {
+            kinds.entry(kind).or_default().push(KeyVersion {
+                version,
+                material,
+                public_key: None,
+                created_at: Timestamp::from_unix_micros(0),
+                retired: false,
+            });
+        }
+        Self {
+            kinds,
+            recipients: BTreeMap::new(),
+        }
+    }
+
     /// The newest version that is not retired: the one used to sign and to write.
     pub fn current(&self, kind: KeyKind) -> Result<&KeyVersion, KeyringError> {
         self.kinds

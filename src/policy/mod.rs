@@ -42,20 +42,40 @@ pub struct Policies {
 impl Policies {
     /// Reads and checks every file of the set in `dir`.
     pub fn load(dir: &Path) -> Result<Self, PolicyErrors> {
+        Self::compile(dir, |name, errors| source::File::read(dir, name, errors))
+    }
+
+    /// Checks a set given as the texts of `taxonomy.yaml`, `identifiers.yaml` and
+    /// `purposes.yaml`, exactly as [`Policies::load`] checks the files (the fuzz targets
+    /// feed it untrusted text); `dir` is only recorded.
+    pub fn from_texts(
+        dir: &Path,
+        taxonomy: &str,
+        identifiers: &str,
+        purposes: &str,
+    ) -> Result<Self, PolicyErrors> {
+        Self::compile(dir, |name, _| {
+            let text = match name {
+                "taxonomy.yaml" => taxonomy,
+                "identifiers.yaml" => identifiers,
+                _ => purposes,
+            };
+            Some(source::File::from_text(name, text))
+        })
+    }
+
+    fn compile(
+        dir: &Path,
+        mut read: impl FnMut(&str, &mut PolicyErrors) -> Option<source::File>,
+    ) -> Result<Self, PolicyErrors> {
         let mut errors = PolicyErrors::default();
-        let taxonomy = source::File::read(dir, "taxonomy.yaml", &mut errors)
-            .and_then(|f| Taxonomy::compile(&f, &mut errors));
-        let external_ids = match (
-            &taxonomy,
-            source::File::read(dir, "identifiers.yaml", &mut errors),
-        ) {
+        let taxonomy =
+            read("taxonomy.yaml", &mut errors).and_then(|f| Taxonomy::compile(&f, &mut errors));
+        let external_ids = match (&taxonomy, read("identifiers.yaml", &mut errors)) {
             (Some(t), Some(f)) => identifiers::compile(&f, t, &mut errors),
             _ => None,
         };
-        let purposes = match (
-            &taxonomy,
-            source::File::read(dir, "purposes.yaml", &mut errors),
-        ) {
+        let purposes = match (&taxonomy, read("purposes.yaml", &mut errors)) {
             (Some(t), Some(f)) => purposes::compile(&f, t, &mut errors),
             _ => None,
         };
@@ -150,6 +170,22 @@ mod tests {
 
     fn write(dir: &Path, name: &str, text: &str) {
         std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn policies_given_as_text_check_as_the_files_do() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
+        let (t, i, p) = (
+            read("taxonomy.yaml"),
+            read("identifiers.yaml"),
+            read("purposes.yaml"),
+        );
+        let loaded = Policies::load(&dir).unwrap();
+        let given = Policies::from_texts(&dir, &t, &i, &p).unwrap();
+        assert_eq!(given.summary(), loaded.summary());
+        let bad = Policies::from_texts(&dir, &t, "identifiers: [", &p).unwrap_err();
+        assert!(bad.0.iter().all(|e| e.file == "identifiers.yaml"), "{bad}");
     }
 
     #[test]

@@ -77,6 +77,14 @@ impl File {
         }
     }
 
+    /// A file given as text rather than read from disk.
+    pub fn from_text(name: &str, text: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            text: text.to_owned(),
+        }
+    }
+
     pub fn parse<T: DeserializeOwned>(&self, errors: &mut PolicyErrors) -> Option<T> {
         match yaml_serde::from_str(&self.text) {
             Ok(v) => Some(v),

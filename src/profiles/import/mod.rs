@@ -7,7 +7,7 @@
 //! - a row is stored at most once per (source, row key): re-running a file changes nothing;
 //! - a row whose email or phone is on the suppression list (erased people) is skipped;
 //! - a bad row is rejected alone, with its line, column and reason; good rows go in.
-mod convert;
+pub mod convert;
 pub mod mapping;
 pub mod rows;
 
