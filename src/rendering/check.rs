@@ -96,7 +96,14 @@ struct Walker<'a> {
     partials: &'a BTreeMap<String, Template>,
     /// The partials being walked into (a partial may not include itself).
     stack: Vec<String>,
+    /// Partial uses walked so far, each a copy rendering would make.
+    expansions: usize,
 }
+
+/// At most this many partial uses in one part, counting each use inside a partial as
+/// many times as that partial is used: partials that each use another twice would
+/// otherwise make a message of a million copies.
+pub const MAX_PARTIAL_EXPANSIONS: usize = 1_000;
 
 /// The named segments of a path and how many `../` it starts with.
 fn split(path: &Path) -> Option<(usize, Vec<String>, String)> {
@@ -380,6 +387,19 @@ impl Walker<'_> {
             self.offend(&token, at, "a partial may not include itself".into());
             return;
         }
+        self.expansions += 1;
+        if self.expansions > MAX_PARTIAL_EXPANSIONS {
+            if self.expansions == MAX_PARTIAL_EXPANSIONS + 1 {
+                self.offend(
+                    &token,
+                    at,
+                    format!(
+                        "partials expand to more than {MAX_PARTIAL_EXPANSIONS} copies in this part"
+                    ),
+                );
+            }
+            return;
+        }
         let inner: Vec<Vec<String>> = match d.params.as_slice() {
             [] => ctx.to_vec(),
             [p] => match self.param(p, ctx, at) {
@@ -435,6 +455,7 @@ pub fn check_with(
         roots: Default::default(),
         partials,
         stack: Vec::new(),
+        expansions: 0,
     };
     w.template(template, &[Vec::new()]);
     let mut offences = w.out;

@@ -326,6 +326,14 @@ async fn partials_are_checked_where_they_are_used_and_render_as_handlebars_js_do
             "may not include itself",
         ),
         (
+            "{{> a}}",
+            json!({"a": "{{> b}}{{> b}}", "b": "{{> c}}{{> c}}", "c": "{{> d}}{{> d}}",
+                "d": "{{> e}}{{> e}}", "e": "{{> f}}{{> f}}", "f": "{{> g}}{{> g}}",
+                "g": "{{> h}}{{> h}}", "h": "{{> i}}{{> i}}", "i": "{{> j}}{{> j}}",
+                "j": "{{> k}}{{> k}}", "k": "x"}),
+            "partials expand to more than 1000 copies",
+        ),
+        (
             "{{> who}}",
             json!({"who": "{{first_name"}),
             "partials.who line 1",
