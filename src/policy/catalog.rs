@@ -159,23 +159,17 @@ fn parse(o: &Map<String, Value>, line: u64, now: i64) -> Result<Line, Vec<LineEr
     }
     let price = match o.get("price") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(p) if p.is_finite() && p >= 0.0 => Some(p),
-            _ => {
+        Some(v) => {
+            let p = match v {
+                Value::Number(n) => n.as_f64(),
+                Value::String(s) => s.trim().parse::<f64>().ok(),
+                _ => None,
+            };
+            let valid = p.filter(|p| p.is_finite() && *p >= 0.0);
+            if valid.is_none() {
                 errors.push(err("price", "a number, 0 or more"));
-                None
             }
-        },
-        Some(Value::String(s)) => match s.trim().parse::<f64>() {
-            Ok(p) if p.is_finite() && p >= 0.0 => Some(p),
-            _ => {
-                errors.push(err("price", "a number, 0 or more"));
-                None
-            }
-        },
-        Some(_) => {
-            errors.push(err("price", "a number, 0 or more"));
-            None
+            valid
         }
     };
     let currency = text(o, "currency").map(str::to_ascii_uppercase);

@@ -210,7 +210,6 @@ fn checked(
         offences.extend(c.offences);
         names.extend(c.names);
     }
-    offences.dedup();
     for (k, v) in fallbacks {
         if !(v.is_string() || v.is_number()) {
             return Err(TemplatesError::Invalid(format!(

@@ -52,23 +52,8 @@ impl Strategy {
         Strategy::None,
     ];
 
-    pub const NAMES: [&str; 5] = [
-        "default",
-        "recently_viewed",
-        "bought_together",
-        "bestsellers",
-        "none",
-    ];
-
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "default" => Self::Default,
-            "recently_viewed" => Self::RecentlyViewed,
-            "bought_together" => Self::BoughtTogether,
-            "bestsellers" => Self::Bestsellers,
-            "none" => Self::None,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {

@@ -178,7 +178,10 @@ pub async fn recommendations(
         Some(s) => Strategy::parse(s).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidQuery,
-                format!("strategy: one of {}", Strategy::NAMES.join(", ")),
+                format!(
+                    "strategy: one of {}",
+                    Strategy::ALL.map(Strategy::as_str).join(", ")
+                ),
             )
         })?,
     };
