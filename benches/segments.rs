@@ -159,17 +159,23 @@ async fn run(label: &str, url: Option<String>) {
     export(label, &state, &admin).await;
 }
 
-/// Peak resident memory since the last reset (kB), and a reset of it.
-fn peak_kb() -> u64 {
+/// A line of `/proc/self/status` in kB (`VmHWM:`, `RssAnon:` ...).
+fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
         })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Peak resident memory since the last reset (kB): with SQLite's memory map this
+/// includes the database file's mapped pages.
+fn peak_kb() -> u64 {
+    status_kb("VmHWM:")
 }
 
 fn reset_peak() {
@@ -236,6 +242,7 @@ async fn export(
     let ((), (rows, bytes)) = tokio::join!(svc.run_export(plan, state.clock.as_ref(), tx), consume);
     let ours = t.elapsed().as_secs_f64();
     let peak = peak_kb();
+    let (anon, file) = (status_kb("RssAnon:"), status_kb("RssFile:"));
     let t = Instant::now();
     let plain_rows = if state.db.backend() == sea_orm::DbBackend::Postgres {
         use futures_util::StreamExt;
@@ -285,9 +292,11 @@ async fn export(
         ours_rate / plain_rate
     );
     println!(
-        "| audience export peak memory, {label} | {rows} rows | {:.0} MiB peak RSS during the export (was {:.0} MiB at its start) | | |",
+        "| audience export peak memory, {label} | {rows} rows | {:.0} MiB peak RSS during the export (was {:.0} MiB at its start); heap (RssAnon) {:.0} MiB after it, {:.0} MiB of mapped files | | |",
         peak as f64 / 1024.0,
-        before as f64 / 1024.0
+        before as f64 / 1024.0,
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0
     );
 }
 

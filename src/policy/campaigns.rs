@@ -30,7 +30,7 @@ use crate::policy::gate::PurposeGrant;
 use crate::policy::gate::audience::Member;
 use crate::policy::recommendations::{self, Recommender};
 use crate::policy::segments::{ExportAborted, ExportSink, SegmentError, Segments, commitment};
-use crate::policy::templates::{BLOCK_SIZE, Templates, TemplatesError};
+use crate::policy::templates::{BLOCK_SIZE, Checked, Templates, TemplatesError};
 use crate::policy::{LegalBasis, Policies};
 use crate::rendering::links::{self, Utm};
 use crate::rendering::{self, Recommendation, Strategy};
@@ -336,7 +336,8 @@ impl Campaigns<'_> {
                 })
             });
         let recommender = if wants_block {
-            Some(Recommender::new(self.db, &t.grant).await?)
+            // The segment serves the template's purpose for the same recipient.
+            Some(Recommender::new(self.db, &s.grant).await?)
         } else {
             None
         };
@@ -348,110 +349,227 @@ impl Campaigns<'_> {
                     .map_err(SegmentError::from)
             }
         };
+        let renderers = Arc::new(Renderers {
+            template: t,
+            experiment,
+            grant: s.grant.clone(),
+            campaign: row.id.clone(),
+            unsubscribe_prefix,
+            mailto: self.settings.unsubscribe_mailto.clone(),
+        });
+        // Three pages in flight: page N is rendered (on a blocking thread, the second
+        // core) while page N-1 is recorded and page N+1 is read; a page is sent only once
+        // its records are committed, and recorded only once it has been rendered.
+        let mut rendered: Option<(RenderedPage, Vec<ExposureRow>)> = None;
         let mut next = fetch(None).await?;
         loop {
             let (page, last) = next;
             let Some(last) = last else { break };
-            let mut blocks = match &recommender {
-                Some(r) => self.blocks(r, experiment.as_ref(), &page).await?,
-                None => std::collections::HashMap::new(),
-            };
-            let mut body = String::new();
-            let mut sent = Vec::with_capacity(page.len());
-            let mut exposed = Vec::new();
-            for (subject, mut m) in page {
-                let Some(to) = m.view.email().map(str::to_owned) else {
-                    continue;
-                };
-                let variant = match &experiment {
-                    None => None,
-                    Some(e) => {
-                        let arm = e.variant(&subject);
-                        let name = arm.map(|v| v.name.as_str());
-                        exposed.push(e.exposure(&subject, name, &row.id, self.now.unix_micros()));
-                        // The holdout receives nothing.
-                        let Some(v) = arm else { continue };
-                        Some(v)
-                    }
-                };
-                let pseudonym = m.view.pseudonym().as_ref().to_owned();
-                let token = unsubscribe::issue(self.keyring, &row.id, &pseudonym, expires)?;
-                let url = format!("{base}/u/{token}");
-                let mut extra = Map::new();
-                extra.insert("unsubscribe_url".into(), Value::from(url.clone()));
-                extra.insert("campaign".into(), Value::from(row.id.clone()));
-                // A variant with its own template or subject line renders with it.
-                let c = variant.and_then(|v| v.checked.as_ref()).unwrap_or(&t);
-                if let Some(v) = variant {
-                    extra.insert("variant".into(), Value::from(v.name.clone()));
-                }
-                if c.names.contains("recommendations") {
-                    let block = blocks.remove(&subject).unwrap_or_default();
-                    extra.insert(
-                        "recommendations".into(),
-                        serde_json::to_value(block).unwrap_or_default(),
-                    );
-                    m.also_disclosed.push(recommendations::DISCLOSED.to_owned());
-                }
-                let data = rendering::data_of(&m.view, &s.grant, &c.names, &c.fallbacks, extra);
-                let rendered = c
-                    .renderer
-                    .render(&data)
-                    .map_err(|e| TemplatesError::Render(e.to_string()))?;
-                let utm = Utm {
-                    campaign: row.id.clone(),
-                    content: variant.map(|v| v.name.clone()),
-                };
-                let html = links::tag_links(&rendered.html, &utm, &unsubscribe_prefix)
-                    .map_err(TemplatesError::Render)?
-                    .into_owned();
-                let mut headers = BTreeMap::new();
-                headers.insert(
-                    "List-Unsubscribe".to_owned(),
-                    format!(
-                        "<{url}>, <mailto:{}?subject=unsubscribe%20{token}>",
-                        self.settings.unsubscribe_mailto
-                    ),
-                );
-                headers.insert(
-                    "List-Unsubscribe-Post".to_owned(),
-                    "List-Unsubscribe=One-Click".to_owned(),
-                );
-                let message = Message {
-                    pseudonym,
-                    to,
-                    subject: rendered.subject,
-                    html,
-                    text: rendered.text,
-                    headers,
-                    variant: variant.map(|v| v.name.clone()),
-                };
-                body.push_str(&serde_json::to_string(&message).unwrap_or_default());
-                body.push('\n');
-                sent.push((subject, m));
-            }
-            // The page is recorded while the next one is read (a write and a read on
-            // two connections at once); it is sent only once its records are committed.
+            let (jobs, exposed) = self
+                .prepare(&renderers, recommender.as_ref(), page, &base, expires)
+                .await?;
+            let r = Arc::clone(&renderers);
+            let render = tokio::task::spawn_blocking(move || render_page(&r, jobs));
             let record = async {
-                if sent.is_empty() && exposed.is_empty() {
-                    Ok(())
-                } else {
-                    self.record_page(&gate, &s.grant, &row.id, &sent, &exposed)
-                        .await
+                match &rendered {
+                    Some((p, exposed)) => self.record_rendered(&gate, &s.grant, p, exposed).await,
+                    None => Ok(()),
                 }
             };
-            let (recorded, fetched) = tokio::join!(record, fetch(Some(last)));
+            let (page, recorded, fetched) = tokio::join!(render, record, fetch(Some(last)));
             recorded?;
-            next = fetched?;
-            if sent.is_empty() {
-                continue;
-            }
-            if sink.send(Ok(body.into_bytes())).await.is_err() {
+            if let Some((p, _)) = rendered.take()
+                && !p.sent.is_empty()
+                && sink.send(Ok(p.body.into_bytes())).await.is_err()
+            {
                 return Ok(());
+            }
+            let page = page.map_err(|e| TemplatesError::Render(e.to_string()))??;
+            rendered = Some((page, exposed));
+            next = fetched?;
+        }
+        if let Some((p, exposed)) = rendered {
+            self.record_rendered(&gate, &s.grant, &p, &exposed).await?;
+            if !p.sent.is_empty() {
+                let _ = sink.send(Ok(p.body.into_bytes())).await;
             }
         }
         Ok(())
     }
+
+    /// A page's members made ready to render: who gets a message (an email address, not
+    /// in the holdout), with their variant, unsubscribe link and recommendation block;
+    /// and the page's experiment exposures.
+    async fn prepare(
+        &self,
+        r: &Renderers,
+        recommender: Option<&Recommender<'_>>,
+        page: Vec<(String, Member)>,
+        base: &str,
+        expires: Timestamp,
+    ) -> Result<(Vec<Job>, Vec<ExposureRow>), CampaignError> {
+        let experiment = r.experiment.as_ref();
+        let mut blocks = match recommender {
+            Some(rec) => self.blocks(rec, experiment, &page).await?,
+            None => std::collections::HashMap::new(),
+        };
+        let mut jobs = Vec::with_capacity(page.len());
+        let mut exposed = Vec::new();
+        for (subject, member) in page {
+            let Some(to) = member.view.email().map(str::to_owned) else {
+                continue;
+            };
+            let variant = match experiment {
+                None => None,
+                Some(e) => {
+                    let arm = e.variant_index(&subject);
+                    let name = arm.and_then(|i| e.variants.get(i)).map(|v| v.name.as_str());
+                    exposed.push(e.exposure(&subject, name, &r.campaign, self.now.unix_micros()));
+                    // The holdout receives nothing.
+                    let Some(i) = arm else { continue };
+                    Some(i)
+                }
+            };
+            let pseudonym = member.view.pseudonym().as_ref().to_owned();
+            let token = unsubscribe::issue(self.keyring, &r.campaign, &pseudonym, expires)?;
+            let url = format!("{base}/u/{token}");
+            let block = blocks.remove(&subject);
+            jobs.push(Job {
+                subject,
+                member,
+                to,
+                pseudonym,
+                token,
+                url,
+                variant,
+                block,
+            });
+        }
+        Ok((jobs, exposed))
+    }
+
+    /// Records a rendered page (its disclosures and exposures), when it has any.
+    async fn record_rendered(
+        &self,
+        gate: &Gate<'_>,
+        grant: &PurposeGrant,
+        page: &RenderedPage,
+        exposed: &[ExposureRow],
+    ) -> Result<(), CampaignError> {
+        if page.sent.is_empty() && exposed.is_empty() {
+            return Ok(());
+        }
+        self.record_page(gate, grant, &page.campaign, &page.sent, exposed)
+            .await
+    }
+}
+
+/// What renders a campaign's messages: its template, its experiment's variants and what
+/// every message carries. Shared with the blocking threads that render pages.
+struct Renderers {
+    template: Checked,
+    experiment: Option<Running>,
+    grant: PurposeGrant,
+    campaign: String,
+    unsubscribe_prefix: String,
+    mailto: String,
+}
+
+/// One member's message, ready to render.
+struct Job {
+    subject: String,
+    member: Member,
+    to: String,
+    pseudonym: String,
+    token: String,
+    url: String,
+    /// The index of the experiment's variant shown.
+    variant: Option<usize>,
+    block: Option<Vec<Recommendation>>,
+}
+
+/// A page of messages: the NDJSON sent, and the members it holds (who is recorded).
+struct RenderedPage {
+    campaign: String,
+    body: String,
+    sent: Vec<(String, Member)>,
+}
+
+/// Renders a page's messages (CPU only: no database, no await).
+fn render_page(r: &Renderers, jobs: Vec<Job>) -> Result<RenderedPage, TemplatesError> {
+    let mut body = String::new();
+    let mut sent = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let Job {
+            subject,
+            member: mut m,
+            to,
+            pseudonym,
+            token,
+            url,
+            variant,
+            block,
+        } = job;
+        let variant = variant.and_then(|i| r.experiment.as_ref()?.variants.get(i));
+        let mut extra = Map::new();
+        extra.insert("unsubscribe_url".into(), Value::from(url.clone()));
+        extra.insert("campaign".into(), Value::from(r.campaign.clone()));
+        // A variant with its own template or subject line renders with it.
+        let c = variant
+            .and_then(|v| v.checked.as_ref())
+            .unwrap_or(&r.template);
+        if let Some(v) = variant {
+            extra.insert("variant".into(), Value::from(v.name.clone()));
+        }
+        if c.names.contains("recommendations") {
+            extra.insert(
+                "recommendations".into(),
+                serde_json::to_value(block.unwrap_or_default()).unwrap_or_default(),
+            );
+            m.also_disclosed.push(recommendations::DISCLOSED.to_owned());
+        }
+        let data = rendering::data_of(&m.view, &r.grant, &c.names, &c.fallbacks, extra);
+        let rendered = c
+            .renderer
+            .render(&data)
+            .map_err(|e| TemplatesError::Render(e.to_string()))?;
+        let utm = Utm {
+            campaign: r.campaign.clone(),
+            content: variant.map(|v| v.name.clone()),
+        };
+        let html = links::tag_links(&rendered.html, &utm, &r.unsubscribe_prefix)
+            .map_err(TemplatesError::Render)?
+            .into_owned();
+        let mut headers = BTreeMap::new();
+        headers.insert(
+            "List-Unsubscribe".to_owned(),
+            format!(
+                "<{url}>, <mailto:{}?subject=unsubscribe%20{token}>",
+                r.mailto
+            ),
+        );
+        headers.insert(
+            "List-Unsubscribe-Post".to_owned(),
+            "List-Unsubscribe=One-Click".to_owned(),
+        );
+        let message = Message {
+            pseudonym,
+            to,
+            subject: rendered.subject,
+            html,
+            text: rendered.text,
+            headers,
+            variant: variant.map(|v| v.name.clone()),
+        };
+        body.push_str(&serde_json::to_string(&message).unwrap_or_default());
+        body.push('\n');
+        sent.push((subject, m));
+    }
+    Ok(RenderedPage {
+        campaign: r.campaign.clone(),
+        body,
+        sent,
+    })
 }
 
 impl Campaigns<'_> {

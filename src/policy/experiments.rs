@@ -256,9 +256,15 @@ pub struct Running {
 impl Running {
     /// The variant `subject` is shown, `None` for the holdout.
     pub fn variant(&self, subject: &str) -> Option<&RunningVariant> {
+        self.variant_index(subject)
+            .and_then(|i| self.variants.get(i))
+    }
+
+    /// The index in `variants` of the variant `subject` is shown, `None` for the holdout.
+    pub fn variant_index(&self, subject: &str) -> Option<usize> {
         match self.assigner.arm(subject) {
             Arm::Holdout => None,
-            Arm::Variant(i) => self.variants.get(i),
+            Arm::Variant(i) => (i < self.variants.len()).then_some(i),
         }
     }
 

@@ -11,10 +11,7 @@ use super::view::{Attribute, Decision, Source, SubjectRecord};
 use crate::crypto::{Keyring, KeyringError, MasterKey, SubjectKey};
 use crate::domain::aggregates::Aggregates;
 use crate::domain::{Pseudonym, Timestamp};
-use crate::store::{
-    StoreError, aggregates as aggregate_repo, consents, profiles, scores as score_repo,
-    subject_flags, suppressions,
-};
+use crate::store::{StoreError, pages, profiles, subject_flags, suppressions};
 
 /// The category of every score (RFM, propensity, posted ones): profiling (Art. 22).
 pub const SCORE_CATEGORY: &str = "user.derived.score";
@@ -124,8 +121,9 @@ struct Rows {
 }
 
 /// The records of a page of subjects (each as its recipient knows it), in the order
-/// given; `None` for those that are not active subjects. One query per table for the
-/// whole page, whatever its size (callers keep it to a few hundred).
+/// given; `None` for those that are not active subjects. One query for the whole page
+/// (one row per subject, see [`pages::load`]) and one for the suppression list, whatever
+/// its size (callers keep it to a few hundred).
 pub async fn load_records<C: ConnectionTrait>(
     c: &C,
     master: &MasterKey,
@@ -134,69 +132,57 @@ pub async fn load_records<C: ConnectionTrait>(
     subjects: Vec<(String, Pseudonym)>,
 ) -> Result<Vec<Option<SubjectRecord>>, LoadError> {
     let ids: Vec<String> = subjects.iter().map(|(id, _)| id.clone()).collect();
-    let active: HashSet<String> = profiles::subjects_in(c, &ids)
-        .await?
-        .into_iter()
-        .filter(|s| s.status == "active")
-        .map(|s| s.id)
+    // Only what the view can hold, or what its age check reads.
+    let categories: Vec<String> = grant
+        .policies
+        .taxonomy
+        .categories()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            grant.purpose.may_read(name)
+                || *name == "user.demographic.date_of_birth"
+                || *name == "user.demographic.age_range"
+        })
+        .map(str::to_owned)
         .collect();
-    let ids: Vec<String> = ids.into_iter().filter(|id| active.contains(id)).collect();
+    // The decisions the purpose's legal basis turns on: its consent, and objections (and
+    // GPC opt-outs) recorded under its own name.
+    let mut names = vec![grant.purpose.name.clone()];
+    names.extend(grant.purpose.consent.clone());
+    let what = pages::PageQuery {
+        identifier_kinds: &["email", "phone"],
+        trait_categories: &categories,
+        consents: &names,
+        flag: subject_flags::RESTRICTED,
+        scores: grant.purpose.may_read(SCORE_CATEGORY),
+    };
     let mut rows = Rows::default();
-    if !ids.is_empty() {
-        for i in profiles::identifiers_in(c, &ids).await? {
-            rows.identifiers
-                .entry(i.subject_id.clone())
-                .or_default()
-                .push(i);
+    let mut active = HashSet::new();
+    for r in pages::load(c, &ids, &what).await? {
+        active.insert(r.id.clone());
+        if let Some(k) = r.wrapped_key {
+            rows.keys.insert(r.id.clone(), k);
         }
-        // Only what the view can hold, or what its age check reads.
-        let categories: Vec<String> = grant
-            .policies
-            .taxonomy
-            .categories()
-            .map(|(name, _)| name)
-            .filter(|name| {
-                grant.purpose.may_read(name)
-                    || *name == "user.demographic.date_of_birth"
-                    || *name == "user.demographic.age_range"
+        if let Some(a) = r.aggregates {
+            rows.aggregates.insert(r.id.clone(), a);
+        }
+        if r.flagged {
+            rows.restricted.insert(r.id.clone());
+        }
+        rows.identifiers.insert(r.id.clone(), r.identifiers);
+        rows.traits.insert(r.id.clone(), r.traits);
+        rows.scores.insert(r.id.clone(), r.scores);
+        let decisions = r
+            .decisions
+            .into_iter()
+            .map(|d| Decision {
+                name: d.consent,
+                status: d.status,
+                method: d.method,
+                captured_at: d.captured_at,
             })
-            .map(str::to_owned)
             .collect();
-        for t in profiles::traits_in_categories(c, &ids, Some(&categories)).await? {
-            rows.traits.entry(t.subject_id.clone()).or_default().push(t);
-        }
-        rows.keys = profiles::subject_keys_in(c, &ids)
-            .await?
-            .into_iter()
-            .collect();
-        rows.aggregates = aggregate_repo::load_in(c, &ids)
-            .await?
-            .into_iter()
-            .collect();
-        // The decisions the purpose's legal basis turns on: its consent, and objections
-        // (and GPC opt-outs) recorded under its own name.
-        let mut names = vec![grant.purpose.name.clone()];
-        names.extend(grant.purpose.consent.clone());
-        for r in consents::histories_of(c, &ids, Some(&names)).await? {
-            rows.decisions
-                .entry(r.subject_id)
-                .or_default()
-                .push(Decision {
-                    name: r.consent,
-                    status: r.status,
-                    method: r.method,
-                    captured_at: r.captured_at,
-                });
-        }
-        rows.restricted = subject_flags::having(c, &ids, subject_flags::RESTRICTED).await?;
-        if grant.purpose.may_read(SCORE_CATEGORY) {
-            for r in score_repo::of_subjects(c, &ids).await? {
-                rows.scores
-                    .entry(r.subject_id)
-                    .or_default()
-                    .push((r.name, r.value));
-            }
-        }
+        rows.decisions.insert(r.id, decisions);
     }
     let mut out = Vec::with_capacity(subjects.len());
     let mut hashes_of = Vec::with_capacity(subjects.len());
