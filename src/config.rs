@@ -37,6 +37,9 @@ pub struct Settings {
     #[serde(serialize_with = "ser_secret_opt")]
     pub database_url: Option<SecretString>,
     pub database_max_connections: u32,
+    /// How long a request waits for a database connection (the database down, or every
+    /// connection busy) before it is answered 503 `database_unavailable`.
+    pub database_acquire_timeout_secs: u64,
     /// SQLite `synchronous`; default `normal` in development, `full` in production.
     pub sqlite_synchronous: Option<SqliteSync>,
     /// Base64 of 32 random bytes.
@@ -106,6 +109,7 @@ impl Default for Settings {
             policies: PathBuf::from("./policies"),
             database_url: None,
             database_max_connections: 8,
+            database_acquire_timeout_secs: 5,
             sqlite_synchronous: None,
             master_key: None,
             master_key_file: None,
@@ -150,6 +154,16 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// `CONSENTRY_*` variables that configure the test harness, not the gateway.
+const TEST_HARNESS_VARS: &[&str] = &[
+    "test_database_url",
+    "test_pause_at",
+    "crash_events",
+    "crash_kills",
+    "crash_seed",
+    "crash_export_members",
+];
+
 /// Command-line overrides; `None` leaves the lower layers alone.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
@@ -187,8 +201,7 @@ impl Settings {
             }
             None => {}
         }
-        figment = figment
-            .merge(Env::prefixed("CONSENTRY_").ignore(&["test_database_url", "test_pause_at"]));
+        figment = figment.merge(Env::prefixed("CONSENTRY_").ignore(TEST_HARNESS_VARS));
         let mut settings: Settings = figment
             .extract()
             .map_err(|e| ConfigError::Invalid(one_line(&e.to_string())))?;
@@ -223,6 +236,11 @@ impl Settings {
         if self.audit_origin.trim().is_empty() || self.audit_origin.contains('\n') {
             return Err(ConfigError::Invalid(
                 "audit_origin must be one non-empty line".into(),
+            ));
+        }
+        if self.database_acquire_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "database_acquire_timeout_secs must be at least 1".into(),
             ));
         }
         if self.database_max_connections == 0 {

@@ -92,12 +92,13 @@ impl Core {
                 settings.data_dir.display()
             )
         })?;
-        let db = Db::connect(
+        let db = Db::connect_timed(
             &settings.database_url(),
             &DbOptions {
                 max_connections: settings.database_max_connections,
                 sqlite_synchronous: settings.effective_sqlite_sync(),
             },
+            Duration::from_secs(settings.database_acquire_timeout_secs),
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
@@ -287,6 +288,10 @@ async fn maintain(state: web::Data<AppState>) {
     let mut notice_tick = tokio::time::interval(Duration::from_secs(5));
     // At start (the first tick is immediate) and then every minute.
     let mut resume_tick = tokio::time::interval(minute);
+    // A stalled export is recorded as interrupted within twice `export_stale_secs` (and
+    // at most a minute late), not only at the next minute.
+    let export_every = Duration::from_secs(state.settings.export_stale_secs.clamp(1, 60));
+    let mut export_tick = tokio::time::interval(export_every);
     let sweep_every = Duration::from_secs(state.settings.retention_sweep_interval_secs.max(1));
     let mut sweep_tick = tokio::time::interval_at(start + sweep_every, sweep_every);
     let scores_every = Duration::from_secs(state.settings.scores_interval_secs.max(1));
@@ -377,6 +382,8 @@ async fn maintain(state: web::Data<AppState>) {
                 if let Err(e) = resume_requests(&state).await {
                     tracing::warn!(error = %e, "resuming interrupted data-subject requests failed");
                 }
+            }
+            _ = export_tick.tick() => {
                 if let Err(e) = interrupt_stale_exports(&state).await {
                     tracing::warn!(error = %e, "recording stalled exports as interrupted failed");
                 }
