@@ -7,6 +7,8 @@ mod campaigns;
 mod cli;
 mod consents;
 mod crash;
+mod crash_loss;
+mod db_faults;
 mod dsar;
 mod errors;
 mod experiments;
