@@ -15,11 +15,11 @@ use serde_json::Value;
 use crate::crash::{Client, audit_verifies, start_with};
 use crate::crash_loss::{Rng, Sender, calls, reconcile};
 
-/// `database_acquire_timeout_secs` of the gateway under test.
+/// `database_acquire_timeout_secs` of the gateway under test (the default is 5).
 const ACQUIRE_SECS: u64 = 2;
 /// The longest a request may take while the database is down: the acquire timeout and a
 /// margin for a loaded machine.
-const DOWN_BOUND: Duration = Duration::from_secs(ACQUIRE_SECS + 2);
+const DOWN_BOUND: Duration = Duration::from_secs(ACQUIRE_SECS + 3);
 /// How long each outage lasts.
 const OUTAGE: Duration = Duration::from_secs(4);
 
