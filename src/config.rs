@@ -118,7 +118,7 @@ pub struct Settings {
     /// larger gets 431 and the connection is closed.
     pub max_header_bytes: usize,
     /// How long a client may take to send a JSON or tracking body in full, and the longest
-    /// pause while streaming a catalogue (seconds; 408 and closed after).
+    /// pause in a catalogue or import upload (seconds; 408 and closed after).
     pub body_read_timeout_secs: u64,
 }
 

@@ -77,6 +77,16 @@ fn too_slow(message: String) -> ApiError {
     ApiError::new(ErrorCode::RequestTimeout, message)
 }
 
+/// The next piece of a streamed body, or 408 when the client pauses longer than `idle`.
+pub async fn without_pause<F: Future>(idle: Duration, next: F) -> Result<F::Output, ApiError> {
+    tokio::time::timeout(idle, next).await.map_err(|_| {
+        too_slow(format!(
+            "the request body paused for more than {} s; send it without pauses",
+            idle.as_secs()
+        ))
+    })
+}
+
 impl RawBody {
     /// The body a line at a time (`f(line number, text)`), never held whole; refused with
     /// 413 past `limit` bytes, 400 when a line is not UTF-8 and 408 when the client pauses
@@ -100,12 +110,7 @@ impl RawBody {
             Ok(())
         };
         let idle = self.timeout;
-        while let Some(chunk) = tokio::time::timeout(idle, body.next()).await.map_err(|_| {
-            too_slow(format!(
-                "the request body paused for more than {} s; send it without pauses",
-                idle.as_secs()
-            ))
-        })? {
+        while let Some(chunk) = without_pause(idle, body.next()).await? {
             let chunk = chunk.map_err(|_| {
                 ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
             })?;

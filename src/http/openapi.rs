@@ -11,9 +11,8 @@ use utoipa::openapi::{Content, OpenApi, RefOr, Response};
 /// `/v1` route can answer 401 (`Authorized`), 429 (the failed-authentication limiter) and
 /// 503 (a refusal is audited, and the audit log or the database may be down); every
 /// JSON body (`JsonBody`) can be malformed (400), too large (413) or not JSON (415).
-/// Every route can refuse an oversized head (431), and every route that reads a body (but
-/// the multipart import, which is bounded by `import_max_bytes`) a body that does not
-/// arrive in time (408).
+/// Every route can refuse an oversized head (431), and every route that reads a body a
+/// body that does not arrive in time (408).
 /// A route that documents one of these itself keeps its own description.
 pub struct CommonResponses;
 
@@ -24,7 +23,7 @@ const HEAD: [(&str, &str); 1] = [(
 
 const BODY: [(&str, &str); 1] = [(
     "408",
-    "request_timeout: the body did not arrive within `body_read_timeout_secs`; the connection is closed",
+    "request_timeout: the body did not arrive within `body_read_timeout_secs` (a streamed upload: paused longer than that); the connection is closed",
 )];
 
 const AUTH: [(&str, &str); 3] = [
@@ -62,7 +61,7 @@ impl Modify for CommonResponses {
                 if takes_json_body(op) && !is_tracking(op) {
                     add(op, &JSON_BODY);
                 }
-                if reads_body_in_time(op) {
+                if op.request_body.is_some() {
                     add(op, &BODY);
                 }
                 add(op, &HEAD);
@@ -105,10 +104,6 @@ fn authenticated(op: &Operation) -> bool {
 
 fn takes_json_body(op: &Operation) -> bool {
     matches!(&op.request_body, Some(RefOr::T(body)) if body.content.contains_key("application/json"))
-}
-
-fn reads_body_in_time(op: &Operation) -> bool {
-    matches!(&op.request_body, Some(RefOr::T(body)) if !body.content.contains_key("multipart/form-data"))
 }
 
 /// The tracking API reads its body as Segment's clients send it, whatever the content type.

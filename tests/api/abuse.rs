@@ -392,6 +392,29 @@ async fn a_client_trickling_its_body_gets_408_and_a_closed_connection() {
 }
 
 #[tokio::test]
+async fn an_upload_that_pauses_longer_than_the_read_timeout_gets_408() {
+    let app = spawn_app_with(Options {
+        tweak: slow_client_settings,
+        ..Options::default()
+    })
+    .await;
+    let (_, ingest) = app.create_key("ingest").await;
+    let (answer, after) = trickle(
+        &app,
+        format!(
+            "POST /v1/imports?source=crm HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {ingest}\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 100000\r\n\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"crm.csv\"\r\n\r\nemail\n"
+        ),
+        b"a",
+        Duration::from_secs(3),
+    )
+    .await;
+    eprintln!("import paused 3 s between bytes: cut off after {after:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+    assert!(after < Duration::from_secs(6), "{after:?}");
+}
+
+#[tokio::test]
 async fn fifty_slow_clients_do_not_hold_up_a_normal_request() {
     let app = spawn_app_with(Options {
         tweak: |s| s.client_request_timeout_ms = 10_000,
