@@ -335,6 +335,33 @@ mod tests {
     }
 
     #[test]
+    fn abuse_limits_are_read_from_the_config_file_and_bad_bounds_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("consentry.toml");
+        std::fs::write(
+            &file,
+            "rate_limit_exports_per_minute = 0\nmax_concurrent_streams = 2\nmax_header_bytes = 8192\n",
+        )
+        .unwrap();
+        let s = Settings::load(&Overrides {
+            config_file: Some(file.clone()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(s.rate_limit_exports_per_minute, 0);
+        assert_eq!(s.max_concurrent_streams, 2);
+        assert_eq!(s.max_header_bytes, 8192);
+        assert_eq!(s.rate_limit_renders_per_minute, 600, "the default");
+        std::fs::write(&file, "max_concurrent_streams_per_key = 0\n").unwrap();
+        let err = Settings::load(&Overrides {
+            config_file: Some(file),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("max_concurrent_streams"), "{err}");
+    }
+
+    #[test]
     fn production_defaults_sqlite_to_full_sync() {
         let s = Settings {
             mode: Mode::Production,
