@@ -14,10 +14,10 @@ use crate::auth::AuthError;
 use crate::domain::Actor;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{RawBody, request_id};
+use crate::startup::AppState;
 
 /// A token request is a few short form fields.
 const MAX_FORM_BYTES: usize = 16 * 1024;
-use crate::startup::AppState;
 
 #[derive(Deserialize, ToSchema)]
 pub struct TokenRequest {

@@ -219,8 +219,6 @@ pub(crate) fn streamed(
     permit: crate::limits::StreamPermit,
 ) -> impl futures_util::Stream<Item = Result<web::Bytes, crate::policy::segments::ExportAborted>> + 'static
 {
-    // The permit lives in the stream's state: dropped when the producer is done (the last
-    // chunk taken) or with the body.
     futures_util::stream::unfold((rx, permit), |(mut rx, permit)| async move {
         rx.recv()
             .await
