@@ -1,4 +1,5 @@
 //! The integration tests: each spawns the real gateway on port 0 against its own database.
+mod abuse;
 mod architecture;
 mod audit;
 mod auth;
