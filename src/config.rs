@@ -37,6 +37,9 @@ pub struct Settings {
     #[serde(serialize_with = "ser_secret_opt")]
     pub database_url: Option<SecretString>,
     pub database_max_connections: u32,
+    /// How long a request waits for a database connection (the database down, or every
+    /// connection busy) before it is answered 503 `database_unavailable`.
+    pub database_acquire_timeout_secs: u64,
     /// SQLite `synchronous`; default `normal` in development, `full` in production.
     pub sqlite_synchronous: Option<SqliteSync>,
     /// Base64 of 32 random bytes.
@@ -95,6 +98,31 @@ pub struct Settings {
     pub unsubscribe_mailto: String,
     /// How long an unsubscribe link works (seconds).
     pub unsubscribe_ttl_secs: u64,
+    /// Abuse limits, per key per minute (0: unlimited): audience exports and campaign
+    /// message streams ...
+    pub rate_limit_exports_per_minute: u32,
+    /// ... template renders ...
+    pub rate_limit_renders_per_minute: u32,
+    /// ... access tokens issued ...
+    pub rate_limit_tokens_per_minute: u32,
+    /// ... and data-subject requests filed.
+    pub rate_limit_dsar_per_minute: u32,
+    /// Streamed responses (exports, campaign messages) in flight on this node ...
+    pub max_concurrent_streams: usize,
+    /// ... and per key.
+    pub max_concurrent_streams_per_key: usize,
+    /// How long a client may take to send a request's head (ms; 408 and closed after).
+    pub client_request_timeout_ms: u64,
+    /// How long a closing connection may take to shut down (ms).
+    pub client_disconnect_timeout_ms: u64,
+    /// How long an idle keep-alive connection stays open (seconds; 0: no keep-alive).
+    pub keep_alive_secs: u64,
+    /// The largest request head (names, values and separators of every header) accepted;
+    /// larger gets 431 and the connection is closed.
+    pub max_header_bytes: usize,
+    /// How long a client may take to send a JSON or tracking body in full, and the longest
+    /// pause in a catalogue or import upload (seconds; 408 and closed after).
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for Settings {
@@ -106,6 +134,7 @@ impl Default for Settings {
             policies: PathBuf::from("./policies"),
             database_url: None,
             database_max_connections: 8,
+            database_acquire_timeout_secs: 5,
             sqlite_synchronous: None,
             master_key: None,
             master_key_file: None,
@@ -133,6 +162,17 @@ impl Default for Settings {
             public_url: None,
             unsubscribe_mailto: "unsubscribe@localhost".into(),
             unsubscribe_ttl_secs: 90 * 86_400,
+            rate_limit_exports_per_minute: 30,
+            rate_limit_renders_per_minute: 600,
+            rate_limit_tokens_per_minute: 60,
+            rate_limit_dsar_per_minute: 60,
+            max_concurrent_streams: 16,
+            max_concurrent_streams_per_key: 4,
+            client_request_timeout_ms: 5_000,
+            client_disconnect_timeout_ms: 1_000,
+            keep_alive_secs: 5,
+            max_header_bytes: 16 * 1024,
+            body_read_timeout_secs: 30,
         }
     }
 }
@@ -149,6 +189,16 @@ pub enum ConfigError {
     #[error("configuration: {0}")]
     Invalid(String),
 }
+
+/// `CONSENTRY_*` variables that configure the test harness, not the gateway.
+const TEST_HARNESS_VARS: &[&str] = &[
+    "test_database_url",
+    "test_pause_at",
+    "crash_events",
+    "crash_kills",
+    "crash_seed",
+    "crash_export_members",
+];
 
 /// Command-line overrides; `None` leaves the lower layers alone.
 #[derive(Clone, Debug, Default)]
@@ -187,8 +237,7 @@ impl Settings {
             }
             None => {}
         }
-        figment = figment
-            .merge(Env::prefixed("CONSENTRY_").ignore(&["test_database_url", "test_pause_at"]));
+        figment = figment.merge(Env::prefixed("CONSENTRY_").ignore(TEST_HARNESS_VARS));
         let mut settings: Settings = figment
             .extract()
             .map_err(|e| ConfigError::Invalid(one_line(&e.to_string())))?;
@@ -223,6 +272,27 @@ impl Settings {
         if self.audit_origin.trim().is_empty() || self.audit_origin.contains('\n') {
             return Err(ConfigError::Invalid(
                 "audit_origin must be one non-empty line".into(),
+            ));
+        }
+        if self.database_acquire_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "database_acquire_timeout_secs must be at least 1".into(),
+            ));
+        }
+        if self.max_concurrent_streams == 0 || self.max_concurrent_streams_per_key == 0 {
+            return Err(ConfigError::Invalid(
+                "max_concurrent_streams and max_concurrent_streams_per_key must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.max_header_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_header_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.client_request_timeout_ms == 0 || self.body_read_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "client_request_timeout_ms and body_read_timeout_secs must be at least 1".into(),
             ));
         }
         if self.database_max_connections == 0 {
@@ -280,6 +350,33 @@ mod tests {
         let text = format!("{s:?}");
         assert!(!text.contains("c2VjcmV0"), "{text}");
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn abuse_limits_are_read_from_the_config_file_and_bad_bounds_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("consentry.toml");
+        std::fs::write(
+            &file,
+            "rate_limit_exports_per_minute = 0\nmax_concurrent_streams = 2\nmax_header_bytes = 8192\n",
+        )
+        .unwrap();
+        let s = Settings::load(&Overrides {
+            config_file: Some(file.clone()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(s.rate_limit_exports_per_minute, 0);
+        assert_eq!(s.max_concurrent_streams, 2);
+        assert_eq!(s.max_header_bytes, 8192);
+        assert_eq!(s.rate_limit_renders_per_minute, 600, "the default");
+        std::fs::write(&file, "max_concurrent_streams_per_key = 0\n").unwrap();
+        let err = Settings::load(&Overrides {
+            config_file: Some(file),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("max_concurrent_streams"), "{err}");
     }
 
     #[test]

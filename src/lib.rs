@@ -15,6 +15,7 @@ pub mod crash_points;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod limits;
 pub mod policy;
 pub mod profiles;
 pub mod rendering;

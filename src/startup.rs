@@ -33,6 +33,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The SMTP relay for verification codes, when `smtp_url` is set.
     pub mailer: Option<Arc<crate::subject_requests::codes::Mailer>>,
+    /// Per-key rate limits on expensive routes and the bound on streams in flight.
+    pub limits: crate::limits::Limits,
 }
 
 impl AppState {
@@ -92,12 +94,13 @@ impl Core {
                 settings.data_dir.display()
             )
         })?;
-        let db = Db::connect(
+        let db = Db::connect_timed(
             &settings.database_url(),
             &DbOptions {
                 max_connections: settings.database_max_connections,
                 sqlite_synchronous: settings.effective_sqlite_sync(),
             },
+            Duration::from_secs(settings.database_acquire_timeout_secs),
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
@@ -221,20 +224,32 @@ impl Application {
             clock: core.clock,
             metrics: crate::telemetry::metrics_handle(),
             mailer,
+            limits: crate::limits::Limits::new(&core.settings),
         });
         let listener =
             TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let port = listener.local_addr()?.port();
         let server_state = state.clone();
+        let settings = Arc::clone(&state.settings);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(server_state.clone())
+                .wrap(from_fn(http::header_limit))
                 .wrap(from_fn(http::json_errors))
                 .wrap(from_fn(http::metrics_middleware))
                 .wrap(from_fn(http::request_id_header))
                 .wrap(TracingLogger::<http::RootSpan>::new())
                 .configure(http::configure)
                 .default_service(web::to(http::not_found))
+        })
+        // Slow clients: a head not in within the request timeout gets 408 and is closed; an
+        // idle keep-alive connection is closed after `keep_alive_secs`. A trickled body is
+        // bounded by the extractors (`body_read_timeout_secs`).
+        .client_request_timeout(Duration::from_millis(settings.client_request_timeout_ms))
+        .client_disconnect_timeout(Duration::from_millis(settings.client_disconnect_timeout_ms))
+        .keep_alive(match settings.keep_alive_secs {
+            0 => actix_web::http::KeepAlive::Disabled,
+            secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),
         })
         .listen(listener)?
         .shutdown_timeout(30)
@@ -287,6 +302,10 @@ async fn maintain(state: web::Data<AppState>) {
     let mut notice_tick = tokio::time::interval(Duration::from_secs(5));
     // At start (the first tick is immediate) and then every minute.
     let mut resume_tick = tokio::time::interval(minute);
+    // A stalled export is recorded as interrupted within twice `export_stale_secs` (and
+    // at most a minute late), not only at the next minute.
+    let export_every = Duration::from_secs(state.settings.export_stale_secs.clamp(1, 60));
+    let mut export_tick = tokio::time::interval(export_every);
     let sweep_every = Duration::from_secs(state.settings.retention_sweep_interval_secs.max(1));
     let mut sweep_tick = tokio::time::interval_at(start + sweep_every, sweep_every);
     let scores_every = Duration::from_secs(state.settings.scores_interval_secs.max(1));
@@ -341,7 +360,10 @@ async fn maintain(state: web::Data<AppState>) {
                     Err(e) => tracing::warn!(error = %e, "keyring reload failed"),
                 }
             }
-            _ = upkeep_tick.tick() => state.metrics.run_upkeep(),
+            _ = upkeep_tick.tick() => {
+                state.metrics.run_upkeep();
+                state.limits.forget_idle_keys();
+            }
             _ = sweep_tick.tick(), if state.settings.retention_sweep_interval_secs > 0 => {
                 let policies = state.policies.get();
                 let sweeper = crate::subject_requests::retention::Sweeper {
@@ -377,6 +399,8 @@ async fn maintain(state: web::Data<AppState>) {
                 if let Err(e) = resume_requests(&state).await {
                     tracing::warn!(error = %e, "resuming interrupted data-subject requests failed");
                 }
+            }
+            _ = export_tick.tick() => {
                 if let Err(e) = interrupt_stale_exports(&state).await {
                     tracing::warn!(error = %e, "recording stalled exports as interrupted failed");
                 }

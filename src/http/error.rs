@@ -48,10 +48,14 @@ pub enum ErrorCode {
     InvalidUnsubscribeLink,
     InvalidCatalog,
     InvalidExperiment,
+    TooManyStreams,
+    GatewayBusy,
+    HeadersTooLarge,
+    RequestTimeout,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 33] = [
+    pub const ALL: [ErrorCode; 37] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidQuery,
@@ -85,6 +89,10 @@ impl ErrorCode {
         ErrorCode::InvalidUnsubscribeLink,
         ErrorCode::InvalidCatalog,
         ErrorCode::InvalidExperiment,
+        ErrorCode::TooManyStreams,
+        ErrorCode::GatewayBusy,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::RequestTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -133,6 +141,13 @@ impl ErrorCode {
             C::InvalidUnsubscribeLink => (StatusCode::BAD_REQUEST, "invalid_unsubscribe_link"),
             C::InvalidCatalog => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_catalog"),
             C::InvalidExperiment => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_experiment"),
+            C::TooManyStreams => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
+            C::GatewayBusy => (StatusCode::SERVICE_UNAVAILABLE, "gateway_busy"),
+            C::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
+            C::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
         }
     }
 }
@@ -218,6 +233,14 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after {
             resp.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
+        // The rest of such a request cannot be trusted to arrive: the connection is closed
+        // rather than kept for a next request.
+        if matches!(
+            self.code,
+            ErrorCode::HeadersTooLarge | ErrorCode::RequestTimeout
+        ) {
+            resp.force_close();
+        }
         resp.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code.as_str().to_owned(),
@@ -295,6 +318,50 @@ impl From<AuthError> for ApiError {
                 )
             },
             AuthError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<crate::limits::RateLimited> for ApiError {
+    fn from(e: crate::limits::RateLimited) -> Self {
+        ApiError {
+            retry_after: Some(e.retry_after_secs),
+            ..ApiError::new(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "this key may make {} {} a minute; retry in {} s",
+                    e.per_minute,
+                    e.kind.noun(),
+                    e.retry_after_secs
+                ),
+            )
+        }
+    }
+}
+
+/// How long a refused stream is told to wait: streams take seconds to minutes.
+const STREAM_RETRY_AFTER_SECS: u64 = 10;
+
+impl From<crate::limits::StreamRefused> for ApiError {
+    fn from(e: crate::limits::StreamRefused) -> Self {
+        use crate::limits::StreamRefused as E;
+        let (code, message) = match e {
+            E::Key { limit } => (
+                ErrorCode::TooManyStreams,
+                format!(
+                    "this key already has {limit} exports or campaign message streams open; finish one first"
+                ),
+            ),
+            E::Node { limit } => (
+                ErrorCode::GatewayBusy,
+                format!(
+                    "the gateway is serving its {limit} concurrent exports and campaign message streams; retry later"
+                ),
+            ),
+        };
+        ApiError {
+            retry_after: Some(STREAM_RETRY_AFTER_SECS),
+            ..ApiError::new(code, message)
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::dev::{Decompress, Payload};
 use actix_web::http::header;
@@ -36,32 +37,60 @@ fn state(req: &HttpRequest) -> Result<Data<AppState>, ApiError> {
 pub struct RawBody {
     body: Decompress<Payload>,
     declared: Option<usize>,
+    /// `body_read_timeout_secs`: for the whole of a bounded body, between chunks of a
+    /// streamed one.
+    timeout: Duration,
 }
 
 impl RawBody {
-    /// The whole body, refused with 413 past `limit` bytes (after decompression).
+    /// The whole body, refused with 413 past `limit` bytes (after decompression) and with
+    /// 408 when it has not all arrived within the read timeout (a client trickling it).
     pub async fn read(self, limit: usize) -> Result<BytesMut, ApiError> {
         if self.declared.is_some_and(|n| n > limit) {
             return Err(too_large(limit));
         }
+        let timeout = self.timeout;
         let mut body = self.body;
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|_| {
-                ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
-            })?;
-            if buf.len() + chunk.len() > limit {
-                return Err(too_large(limit));
+        let read = async move {
+            let mut buf = BytesMut::new();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|_| {
+                    ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
+                })?;
+                if buf.len() + chunk.len() > limit {
+                    return Err(too_large(limit));
+                }
+                buf.extend_from_slice(&chunk);
             }
-            buf.extend_from_slice(&chunk);
-        }
-        Ok(buf)
+            Ok(buf)
+        };
+        tokio::time::timeout(timeout, read).await.map_err(|_| {
+            too_slow(format!(
+                "the request body did not arrive in full within {} s; send it at once",
+                timeout.as_secs()
+            ))
+        })?
     }
+}
+
+fn too_slow(message: String) -> ApiError {
+    ApiError::new(ErrorCode::RequestTimeout, message)
+}
+
+/// The next piece of a streamed body, or 408 when the client pauses longer than `idle`.
+pub async fn without_pause<F: Future>(idle: Duration, next: F) -> Result<F::Output, ApiError> {
+    tokio::time::timeout(idle, next).await.map_err(|_| {
+        too_slow(format!(
+            "the request body paused for more than {} s; send it without pauses",
+            idle.as_secs()
+        ))
+    })
 }
 
 impl RawBody {
     /// The body a line at a time (`f(line number, text)`), never held whole; refused with
-    /// 413 past `limit` bytes and 400 when a line is not UTF-8.
+    /// 413 past `limit` bytes, 400 when a line is not UTF-8 and 408 when the client pauses
+    /// longer than the read timeout (the whole may take longer: it may be large).
     pub async fn lines(self, limit: u64, mut f: impl FnMut(u64, &str)) -> Result<(), ApiError> {
         if self.declared.is_some_and(|n| n as u64 > limit) {
             return Err(too_large(usize::try_from(limit).unwrap_or(usize::MAX)));
@@ -80,7 +109,8 @@ impl RawBody {
             f(line, text.strip_suffix('\r').unwrap_or(text));
             Ok(())
         };
-        while let Some(chunk) = body.next().await {
+        let idle = self.timeout;
+        while let Some(chunk) = without_pause(idle, body.next()).await? {
             let chunk = chunk.map_err(|_| {
                 ApiError::new(ErrorCode::BadRequest, "the request body could not be read")
             })?;
@@ -115,9 +145,13 @@ impl FromRequest for RawBody {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
+        let timeout = Duration::from_secs(
+            state(req).map_or(30, |s| s.settings.body_read_timeout_secs.max(1)),
+        );
         std::future::ready(Ok(Self {
             body: Decompress::from_headers(payload.take(), req.headers()),
             declared,
+            timeout,
         }))
     }
 }

@@ -77,16 +77,47 @@ pub async fn metrics_middleware(
     Ok(resp)
 }
 
+/// Refuses a request whose head (request line and headers) is over `max_header_bytes`
+/// with 431 `headers_too_large`, and closes the connection. The HTTP/1 parser itself
+/// refuses a head over 128 KiB, or of more than 96 headers, with a bare 431 before any of
+/// this runs; this bound is the tighter one an application needs.
+pub async fn header_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let limit = req
+        .app_data::<actix_web::web::Data<crate::startup::AppState>>()
+        .map_or(16 * 1024, |s| s.settings.max_header_bytes);
+    let line = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + 12;
+    let size = req.headers().iter().fold(line, |n, (name, value)| {
+        n + name.as_str().len() + value.len() + 4
+    });
+    if size > limit {
+        let err = ApiError::new(
+            ErrorCode::HeadersTooLarge,
+            format!(
+                "the request's headers are larger than the {limit}-byte limit; send fewer or shorter headers"
+            ),
+        );
+        return Ok(req.into_response(err.error_response()));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
 fn code_for(status: u16) -> ErrorCode {
     match status {
         401 => ErrorCode::Unauthorized,
         403 => ErrorCode::Forbidden,
         404 => ErrorCode::NotFound,
         405 => ErrorCode::MethodNotAllowed,
+        408 => ErrorCode::RequestTimeout,
         413 => ErrorCode::PayloadTooLarge,
         415 => ErrorCode::UnsupportedMediaType,
         422 => ErrorCode::ValidationFailed,
         429 => ErrorCode::TooManyRequests,
+        431 => ErrorCode::HeadersTooLarge,
         503 => ErrorCode::DatabaseUnavailable,
         s if s >= 500 => ErrorCode::Internal,
         _ => ErrorCode::BadRequest,

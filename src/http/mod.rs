@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, Resource};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-pub use middleware::{RootSpan, json_errors, metrics_middleware, request_id_header};
+pub use middleware::{RootSpan, header_limit, json_errors, metrics_middleware, request_id_header};
 
 use error::{ApiError, ErrorCode};
 use openapi::CommonResponses;

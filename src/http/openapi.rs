@@ -11,8 +11,20 @@ use utoipa::openapi::{Content, OpenApi, RefOr, Response};
 /// `/v1` route can answer 401 (`Authorized`), 429 (the failed-authentication limiter) and
 /// 503 (a refusal is audited, and the audit log or the database may be down); every
 /// JSON body (`JsonBody`) can be malformed (400), too large (413) or not JSON (415).
+/// Every route can refuse an oversized head (431), and every route that reads a body a
+/// body that does not arrive in time (408).
 /// A route that documents one of these itself keeps its own description.
 pub struct CommonResponses;
+
+const HEAD: [(&str, &str); 1] = [(
+    "431",
+    "headers_too_large: the request's headers are over `max_header_bytes`; the connection is closed",
+)];
+
+const BODY: [(&str, &str); 1] = [(
+    "408",
+    "request_timeout: the body did not arrive within `body_read_timeout_secs` (a streamed upload: paused longer than that); the connection is closed",
+)];
 
 const AUTH: [(&str, &str); 3] = [
     ("401", "Missing or invalid credentials"),
@@ -49,6 +61,10 @@ impl Modify for CommonResponses {
                 if takes_json_body(op) && !is_tracking(op) {
                     add(op, &JSON_BODY);
                 }
+                if op.request_body.is_some() {
+                    add(op, &BODY);
+                }
+                add(op, &HEAD);
             }
         }
     }

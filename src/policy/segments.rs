@@ -501,19 +501,21 @@ impl Segments<'_> {
         let mut state = Progress::default();
         let end = self.produce(&plan, clock, &sink, &mut state).await;
         let (end, reason) = match end {
-            Ok(true) => (ExportEnd::Complete, None),
-            Ok(false) => (ExportEnd::Interrupted, Some("client_gone")),
+            Ok(Produced::Whole) => (ExportEnd::Complete, None),
+            Ok(Produced::ClientGone) => (ExportEnd::Interrupted, Some("client_gone")),
+            Ok(Produced::Stopped) => {
+                // Ended elsewhere (the stale-export sweep of this or another node): the
+                // client must not take what it got for the whole file.
+                let _ = sink.send(Err(ExportAborted)).await;
+                (ExportEnd::Interrupted, Some("stopped"))
+            }
             Err(e) => {
                 tracing::error!(error = %e, export = %plan.export.id, "export failed");
                 let _ = sink.send(Err(ExportAborted)).await;
                 (ExportEnd::Interrupted, Some("failed"))
             }
         };
-        let mut attributes = vec![
-            format!("rows:{}", state.rows),
-            format!("members:{}", state.members),
-            state.commitment.value(),
-        ];
+        let mut attributes = vec![state.commitment.value()];
         if let Some(r) = reason {
             attributes.push(format!("reason:{r}"));
         }
@@ -522,7 +524,7 @@ impl Segments<'_> {
             ..self.gate()
         };
         let commitment = state.commitment.value();
-        if let Err(e) = gate
+        let finished = gate
             .finish_export(
                 &plan.export,
                 end,
@@ -530,27 +532,34 @@ impl Segments<'_> {
                 EXPORT_BASES_KEPT,
                 attributes,
             )
-            .await
-        {
-            // The stale-export sweep records it later.
-            tracing::error!(error = %e, export = %plan.export.id, "recording the end of an export failed");
+            .await;
+        let recorded = match finished {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                // The stale-export sweep records it later.
+                tracing::error!(error = %e, export = %plan.export.id, "recording the end of an export failed");
+                false
+            }
+        };
+        // Every row was sent, but the export is not recorded complete: the body (open
+        // until `sink` is dropped) is cut rather than ended cleanly.
+        if end == ExportEnd::Complete && !recorded {
+            let _ = sink.send(Err(ExportAborted)).await;
         }
     }
 
-    /// `Ok(true)`: every row sent; `Ok(false)`: the client went away, or the export was
-    /// marked interrupted meanwhile.
     async fn produce(
         &self,
         plan: &ExportPlan,
         clock: &dyn Clock,
         sink: &ExportSink,
         state: &mut Progress,
-    ) -> Result<bool, SegmentError> {
+    ) -> Result<Produced, SegmentError> {
         let c = &plan.compiled;
         let condition = self.condition(c);
         let header = plan.encoder.header();
         if !header.is_empty() && sink.send(Ok(header.into_bytes())).await.is_err() {
-            return Ok(false);
+            return Ok(Produced::ClientGone);
         }
         let base = plan.export.since_id.as_deref();
         // Consent and the other gate conditions are evaluated as each page is read.
@@ -584,16 +593,16 @@ impl Segments<'_> {
                 None => Default::default(),
             };
             let mut body = String::new();
-            let mut rows = 0;
+            let mut sent = Vec::new();
             for (_, m) in &page {
                 let p = m.view.pseudonym().as_ref();
                 if held.contains(p) {
                     continue;
                 }
                 plan.encoder.member(&m.view, &mut body);
-                state.commitment.add(p);
-                rows += 1;
+                sent.push(p);
             }
+            let rows = sent.len() as i64;
             let totals = (state.rows + rows, state.members + page.len() as i64);
             // The page is recorded while the next one is read (a write and a read on two
             // connections at once); it is sent only once its records are committed.
@@ -602,15 +611,21 @@ impl Segments<'_> {
                 fetch(Some(last))
             );
             if !recorded? {
-                return Ok(false);
+                return Ok(Produced::Stopped);
             }
-            next = fetched?;
+            // The commitment covers the rows recorded, whether or not the rest follows.
+            for p in sent {
+                state.commitment.add(p);
+            }
             (state.rows, state.members) = totals;
+            next = fetched?;
             if !body.is_empty() && sink.send(Ok(body.into_bytes())).await.is_err() {
-                return Ok(false);
+                return Ok(Produced::ClientGone);
             }
         }
-        let Some(base) = base else { return Ok(true) };
+        let Some(base) = base else {
+            return Ok(Produced::Whole);
+        };
         let mut after: Option<String> = None;
         loop {
             let left = exports::left(
@@ -628,24 +643,30 @@ impl Segments<'_> {
             let mut body = String::new();
             for p in &left {
                 plan.encoder.left(p, &mut body);
-                state.commitment.add(p);
             }
-            state.rows += left.len() as i64;
+            let rows = state.rows + left.len() as i64;
             let txn = self.db.begin_write().await?;
             let running = exports::progress(
                 &txn,
                 &plan.export.id,
-                state.rows,
+                rows,
                 state.members,
                 clock.now().unix_micros(),
             )
             .await?;
             txn.commit().await.map_err(StoreError::from)?;
-            if !running || sink.send(Ok(body.into_bytes())).await.is_err() {
-                return Ok(false);
+            if !running {
+                return Ok(Produced::Stopped);
+            }
+            for p in &left {
+                state.commitment.add(p);
+            }
+            state.rows = rows;
+            if sink.send(Ok(body.into_bytes())).await.is_err() {
+                return Ok(Produced::ClientGone);
             }
         }
-        Ok(true)
+        Ok(Produced::Whole)
     }
 
     /// An export of one of the caller's segments.
@@ -666,6 +687,16 @@ impl Segments<'_> {
             .map(ExportView::from)
             .collect())
     }
+}
+
+/// How an export's production ended.
+enum Produced {
+    /// Every row was recorded and sent.
+    Whole,
+    /// The client went away.
+    ClientGone,
+    /// The export was ended meanwhile (marked interrupted as stalled).
+    Stopped,
 }
 
 #[derive(Default)]

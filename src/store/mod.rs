@@ -66,10 +66,19 @@ impl From<DbErr> for StoreError {
 
 fn is_connection_error(err: &sea_orm::sqlx::Error) -> bool {
     use sea_orm::sqlx::Error as E;
-    matches!(
-        err,
-        E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Tls(_)
-    )
+    match err {
+        E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Tls(_) => true,
+        E::Database(e) => e.code().is_some_and(|c| is_unavailable_state(&c)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATEs that say the server is going away or not there yet, not that
+/// the statement is wrong: a connection exception (class 08), a server shutting down or
+/// starting up (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now),
+/// too many connections (53300).
+fn is_unavailable_state(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 /// How the SQLite file is opened.
@@ -86,6 +95,9 @@ pub struct DbOptions {
     pub sqlite_synchronous: SqliteSync,
 }
 
+/// How long [`Db::connect`] lets a request wait for a connection.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The database handle shared by every service.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -97,11 +109,22 @@ pub struct Db {
 impl Db {
     /// Connects to `sqlite://PATH` (created if missing, WAL, foreign keys on) or `postgres://...`.
     pub async fn connect(url: &str, options: &DbOptions) -> Result<Self, StoreError> {
+        Self::connect_timed(url, options, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`Db::connect`], waiting at most `acquire_timeout` for a connection: while the
+    /// database is down or every connection is busy, a request fails after that long
+    /// with [`StoreError::Unavailable`] (503 `database_unavailable`) rather than waiting on.
+    pub async fn connect_timed(
+        url: &str,
+        options: &DbOptions,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let sqlite_path = sqlite_file(url);
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.max_connections(options.max_connections)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(acquire_timeout)
             // Ping only connections idle long enough to have been dropped, not every checkout.
             .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .sqlx_logging(false);
@@ -216,4 +239,19 @@ pub fn check_url(url: &str) -> Result<(), String> {
             .map_err(|_| "the SQLite URL does not parse: use sqlite://PATH".to_owned());
     }
     Err("database_url must start with sqlite:// or postgres://".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_unavailable_state;
+
+    #[test]
+    fn a_server_going_away_is_unavailable_and_a_bad_statement_is_not() {
+        for code in ["08006", "08001", "57P01", "57P02", "57P03", "53300"] {
+            assert!(is_unavailable_state(code), "{code}");
+        }
+        for code in ["23505", "42P01", "40001", "22P02"] {
+            assert!(!is_unavailable_state(code), "{code}");
+        }
+    }
 }

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::{forms, fresh_database_url, shipped_policies, test_master_key};
 
-struct Gateway {
-    child: Child,
-    address: String,
+pub(crate) struct Gateway {
+    pub(crate) child: Child,
+    pub(crate) address: String,
 }
 
 impl Drop for Gateway {
@@ -26,6 +26,17 @@ impl Drop for Gateway {
 /// Starts `consentry serve` on a free port, its stdout and stderr appended to `log`;
 /// `pause` names the crash point it stops at (debug builds only).
 async fn start(dir: &Path, db: &str, log: &Path, pause: Option<&str>) -> Gateway {
+    let pause = pause.map(|p| ("CONSENTRY_TEST_PAUSE_AT", p.to_owned()));
+    start_with(dir, db, log, pause.as_slice()).await
+}
+
+/// [`start`] with more environment variables (`CONSENTRY_MODE=production` ...).
+pub(crate) async fn start_with(
+    dir: &Path,
+    db: &str,
+    log: &Path,
+    extra: &[(&str, String)],
+) -> Gateway {
     let out = std::fs::File::create(log).expect("log file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_consentry"));
     for (k, _) in std::env::vars() {
@@ -42,9 +53,7 @@ async fn start(dir: &Path, db: &str, log: &Path, pause: Option<&str>) -> Gateway
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("log file"))
         .stderr(out);
-    if let Some(point) = pause {
-        cmd.env("CONSENTRY_TEST_PAUSE_AT", point);
-    }
+    cmd.envs(extra.iter().map(|(k, v)| (k, v)));
     let child = cmd.spawn().expect("consentry serve starts");
     let mut gateway = Gateway {
         child,
@@ -60,7 +69,11 @@ async fn start(dir: &Path, db: &str, log: &Path, pause: Option<&str>) -> Gateway
 
 /// The first line of `log` containing `needle`, waiting up to 60 s for it (and failing
 /// at once if `child` exits meanwhile).
-async fn wait_for_log(log: &Path, needle: &str, mut child: Option<&mut Child>) -> String {
+pub(crate) async fn wait_for_log(
+    log: &Path,
+    needle: &str,
+    mut child: Option<&mut Child>,
+) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -79,13 +92,13 @@ async fn wait_for_log(log: &Path, needle: &str, mut child: Option<&mut Child>) -
     }
 }
 
-struct Client {
-    http: reqwest::Client,
-    address: String,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) address: String,
 }
 
 impl Client {
-    async fn post(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+    pub(crate) async fn post(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
         self.http
             .post(format!("{}{path}", self.address))
             .bearer_auth(token)
@@ -96,7 +109,7 @@ impl Client {
     }
 
     /// A tracking call, authenticated as Segment's clients do (write key as Basic user).
-    async fn track(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
+    pub(crate) async fn track(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
         self.http
             .post(format!("{}{path}", self.address))
             .basic_auth(key, Some(""))
@@ -106,7 +119,7 @@ impl Client {
             .expect("request")
     }
 
-    async fn get(&self, path: &str, token: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str, token: &str) -> Value {
         let r = self
             .http
             .get(format!("{}{path}", self.address))
@@ -118,7 +131,7 @@ impl Client {
         r.json().await.expect("json")
     }
 
-    async fn key(&self, admin: &str, role: &str) -> String {
+    pub(crate) async fn key(&self, admin: &str, role: &str) -> String {
         let r = self
             .post("/v1/keys", admin, &json!({"name": role, "role": role}))
             .await;
@@ -260,7 +273,7 @@ async fn end_state(c: &Client, dpo: &str, id: &str, db_url: &str) -> Value {
 }
 
 /// `consentry audit verify` against the same data directory and database.
-fn audit_verifies(dir: &Path, db: &str) {
+pub(crate) fn audit_verifies(dir: &Path, db: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_consentry"))
         .args(["audit", "verify"])
         .env("CONSENTRY_DATA_DIR", dir)

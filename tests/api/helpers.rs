@@ -50,6 +50,8 @@ pub struct Options {
     pub policies: Option<std::path::PathBuf>,
     /// The SMTP relay for verification codes.
     pub smtp_url: Option<String>,
+    /// Any other settings, changed last.
+    pub tweak: fn(&mut Settings),
 }
 
 impl Default for Options {
@@ -61,6 +63,7 @@ impl Default for Options {
             body_limit_bytes: 1024 * 1024,
             policies: None,
             smtp_url: None,
+            tweak: |_| {},
         }
     }
 }
@@ -98,7 +101,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let url = fresh_database_url(data_dir.path()).await;
     let master = test_master_key();
-    let settings = Settings {
+    let mut settings = Settings {
         listen: "127.0.0.1:0".into(),
         data_dir: data_dir.path().to_path_buf(),
         database_url: Some(SecretString::from(url)),
@@ -113,6 +116,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         smtp_url: opts.smtp_url.map(SecretString::from),
         ..Settings::default()
     };
+    (opts.tweak)(&mut settings);
     let clock = Arc::new(TestClock(AtomicI64::new(
         Timestamp::parse_rfc3339("2026-12-01T10:00:00Z")
             .expect("time")

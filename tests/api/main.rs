@@ -1,4 +1,5 @@
 //! The integration tests: each spawns the real gateway on port 0 against its own database.
+mod abuse;
 mod architecture;
 mod audit;
 mod auth;
@@ -7,6 +8,8 @@ mod campaigns;
 mod cli;
 mod consents;
 mod crash;
+mod crash_loss;
+mod db_faults;
 mod dsar;
 mod errors;
 mod experiments;

@@ -190,6 +190,11 @@ def main():
     # The ignored_auth check sends many requests without credentials; the per-address
     # limiter would answer them 429 within a minute (it has its own tests in tests/api).
     env["CONSENTRY_AUTH_FAILURES_PER_MINUTE"] = "1000000"
+    # Likewise the per-key rate limits on exports, renders, tokens and data-subject requests
+    # (their 429 is documented, but a run refused at its fifth export tests little); the
+    # limits have their own tests in tests/api/abuse.rs.
+    for limit in ("EXPORTS", "RENDERS", "TOKENS", "DSAR"):
+        env[f"CONSENTRY_RATE_LIMIT_{limit}_PER_MINUTE"] = "0"
     # Scheduled jobs would write to the log under the test; they run on demand only.
     env["CONSENTRY_SCORES_INTERVAL_SECS"] = "0"
     env["CONSENTRY_RETENTION_SWEEP_INTERVAL_SECS"] = "0"

@@ -122,12 +122,18 @@ pub async fn get(
     (status = 403, description = "Not an esp or admin key", body = ErrorBody),
     (status = 404, description = "No such campaign (or another recipient's)", body = ErrorBody),
     (status = 422, description = "The policies in force no longer allow its template or segment", body = ErrorBody),
-    (status = 503, description = "Database unavailable", body = ErrorBody)))]
+    (status = 429, description = "too_many_requests: this key is over its rate (`rate_limit_exports_per_minute`), or too many failed authentications from this address; too_many_streams: this key has `max_concurrent_streams_per_key` exports and campaign message streams open", body = ErrorBody,
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    (status = 503, description = "gateway_busy: the node is serving `max_concurrent_streams` streams; or the audit log or database is unavailable, nothing disclosed", body = ErrorBody,
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying (gateway_busy)")))))]
 pub async fn messages(
     state: web::Data<AppState>,
     auth: Authorized<EspOrAdmin>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    state
+        .limits
+        .check(crate::limits::Expensive::Export, &auth.caller.key_id)?;
     let keyring = state.keyring.get();
     let recipient = service(&state, &keyring, &auth.caller, auth.actor(), None)
         .recipient(&path)
@@ -136,6 +142,7 @@ pub async fn messages(
     service(&state, &keyring, &auth.caller, auth.actor(), None)
         .check(&path)
         .await?;
+    let permit = state.limits.start_stream(&auth.caller.key_id)?;
     let id = path.into_inner();
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let state = state.into_inner();
@@ -148,7 +155,7 @@ pub async fn messages(
     });
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
-        .streaming(super::segments::streamed(rx)))
+        .streaming(super::segments::streamed(rx, permit)))
 }
 
 fn page(title: &str, body: &str) -> String {

@@ -52,12 +52,17 @@ macro_rules! with_requests {
     (status = 413, description = "Body too large", body = ErrorBody),
     (status = 415, description = "Not JSON", body = ErrorBody),
     (status = 422, description = "Unknown kind, no or bad identifier, bad channel or time", body = ErrorBody),
+    (status = 429, description = "too_many_requests: this key is over its rate for this route (`rate_limit_dsar_per_minute`); or too many failed authentications from this address", body = ErrorBody,
+        headers(("Retry-After" = u64, description = "Seconds until a request would be allowed"))),
     (status = 503, description = "Audit log or database unavailable; nothing filed", body = ErrorBody)))]
 pub async fn create(
     state: web::Data<AppState>,
     auth: Authorized<IngestOrDpo>,
     body: JsonBody<NewRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    state
+        .limits
+        .check(crate::limits::Expensive::Dsar, &auth.caller.key_id)?;
     let new = body.parse().await?;
     let view = with_requests!(state, auth, |r| r.create(&new).await?);
     if auth.caller.role == Role::Ingest {

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use crate::http::error::{ApiError, ErrorBody, ErrorCode};
-use crate::http::extract::{Authorized, IngestOnly, Query};
+use crate::http::extract::{Authorized, IngestOnly, Query, without_pause};
 use crate::profiles::import::mapping::{Format, Mapping};
 use crate::profiles::import::{self, ImportReport, Importer};
 use crate::profiles::ingest::{Ingest, Scope};
@@ -70,13 +70,15 @@ pub async fn create(
     import::check_source(&q.source)?;
     let mut mapping_text: Option<String> = None;
     let mut spooled: Option<(tempfile::NamedTempFile, Option<String>)> = None;
-    while let Some(field) = form.next().await {
+    // A pause longer than this in the upload is a 408 (the file may take long in all).
+    let idle = std::time::Duration::from_secs(state.settings.body_read_timeout_secs.max(1));
+    while let Some(field) = without_pause(idle, form.next()).await? {
         let mut field = field.map_err(|e| bad_form(format!("multipart: {e}")))?;
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
             "mapping" => {
                 let mut buf = Vec::new();
-                while let Some(chunk) = field.next().await {
+                while let Some(chunk) = without_pause(idle, field.next()).await? {
                     let chunk = chunk.map_err(|e| bad_form(format!("multipart: {e}")))?;
                     if buf.len() + chunk.len() > MAX_MAPPING_BYTES {
                         return Err(ApiError::new(
@@ -98,7 +100,7 @@ pub async fn create(
                 let mut tmp = tempfile::NamedTempFile::new_in(&state.settings.data_dir)
                     .map_err(|e| ApiError::opaque(ErrorCode::Internal, &e))?;
                 let mut size: u64 = 0;
-                while let Some(chunk) = field.next().await {
+                while let Some(chunk) = without_pause(idle, field.next()).await? {
                     let chunk = chunk.map_err(|e| bad_form(format!("multipart: {e}")))?;
                     size += chunk.len() as u64;
                     if size > state.settings.import_max_bytes {

@@ -2,7 +2,7 @@
 //! §5.2 shape (`{"error": "invalid_client", "error_description": ...}`), which OAuth
 //! client libraries parse, rather than the `/v1` error shape.
 use actix_web::http::header;
-use actix_web::web::{Bytes, Data};
+use actix_web::web::Data;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -13,8 +13,11 @@ use crate::audit::{NewEntry, Outcome};
 use crate::auth::AuthError;
 use crate::domain::Actor;
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::request_id;
+use crate::http::extract::{RawBody, request_id};
 use crate::startup::AppState;
+
+/// A token request is a few short form fields.
+const MAX_FORM_BYTES: usize = 16 * 1024;
 
 #[derive(Deserialize, ToSchema)]
 pub struct TokenRequest {
@@ -84,12 +87,14 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     (status = 401, description = "Unknown client or wrong secret", body = OAuthError),
     (status = 413, description = "Body too large", body = ErrorBody),
     (status = 415, description = "Not form-encoded", body = OAuthError),
-    (status = 429, description = "Too many failed attempts", body = ErrorBody),
+    (status = 408, description = "request_timeout: the body did not arrive within `body_read_timeout_secs`", body = ErrorBody),
+    (status = 429, description = "too_many_requests: too many failed attempts from this address, or this key has been issued `rate_limit_tokens_per_minute` tokens this minute", body = ErrorBody,
+        headers(("Retry-After" = u64, description = "Seconds until a request would be allowed"))),
     (status = 503, description = "Database unavailable", body = ErrorBody)))]
 pub async fn token(
     state: Data<AppState>,
     req: HttpRequest,
-    body: Bytes,
+    body: RawBody,
 ) -> Result<HttpResponse, ApiError> {
     if req
         .mime_type()
@@ -105,6 +110,7 @@ pub async fn token(
             false,
         ));
     }
+    let body = body.read(MAX_FORM_BYTES).await?;
     let form: TokenRequest = match serde_urlencoded::from_bytes(&body) {
         Ok(f) => f,
         Err(_) => {
@@ -146,6 +152,19 @@ pub async fn token(
         .await
     {
         Ok(issued) => {
+            // Counted once the key is proven: a stranger naming a client id cannot use up
+            // its budget (failed attempts have their own limit, per address).
+            if let Err(limited) = state
+                .limits
+                .check(crate::limits::Expensive::Token, &issued.caller.key_id)
+            {
+                let mut resp = actix_web::ResponseError::error_response(&ApiError::from(limited));
+                resp.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    header::HeaderValue::from_static("no-store"),
+                );
+                return Ok(resp);
+            }
             let entry = NewEntry::new(issued.caller.actor(), "auth.token_issued", Outcome::Ok)
                 .request_id(rid);
             state.audit.record(&state.db, entry).await?;

@@ -212,15 +212,17 @@ pub struct ExportQuery {
 }
 
 /// The HTTP body of a streamed export or campaign: the producer's chunks as they come; an
-/// error chunk cuts the transfer.
+/// error chunk cuts the transfer. The body owns the stream's permit: it is given back when
+/// the last chunk has been taken or when the server drops the body (the client left).
 pub(crate) fn streamed(
     rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, crate::policy::segments::ExportAborted>>,
+    permit: crate::limits::StreamPermit,
 ) -> impl futures_util::Stream<Item = Result<web::Bytes, crate::policy::segments::ExportAborted>> + 'static
 {
-    futures_util::stream::unfold(rx, |mut rx| async move {
+    futures_util::stream::unfold((rx, permit), |(mut rx, permit)| async move {
         rx.recv()
             .await
-            .map(|chunk| (chunk.map(web::Bytes::from), rx))
+            .map(|chunk| (chunk.map(web::Bytes::from), (rx, permit)))
     })
 }
 
@@ -244,16 +246,24 @@ pub(crate) fn streamed(
     (status = 404, description = "No such segment (or another recipient's)", body = ErrorBody),
     (status = 409, description = "invalid_since: `since` is not a complete export of this segment to this recipient, or too old", body = ErrorBody),
     (status = 422, description = "The policies in force no longer allow the rule (purpose_mismatch)", body = ErrorBody),
-    (status = 503, description = "Database unavailable; nothing disclosed", body = ErrorBody)))]
+    (status = 429, description = "too_many_requests: this key is over its rate (`rate_limit_exports_per_minute`), or too many failed authentications from this address; too_many_streams: this key has `max_concurrent_streams_per_key` exports and campaign message streams open", body = ErrorBody,
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    (status = 503, description = "gateway_busy: the node is serving `max_concurrent_streams` streams; or the audit log or database is unavailable, nothing disclosed", body = ErrorBody,
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying (gateway_busy)")))))]
 pub async fn export(
     state: web::Data<AppState>,
     auth: Authorized<EspOrAdmin>,
     path: web::Path<String>,
     q: Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    state
+        .limits
+        .check(crate::limits::Expensive::Export, &auth.caller.key_id)?;
     let q = q.parse()?;
     let format = q.format.unwrap_or(Format::Ndjson);
     let keyring = state.keyring_for(&q.recipient).await?;
+    // Taken before the export is recorded, so a refused one leaves nothing behind.
+    let permit = state.limits.start_stream(&auth.caller.key_id)?;
     let svc = service(&state, &keyring, &auth);
     let now = svc.now;
     let plan = svc
@@ -279,7 +289,7 @@ pub async fn export(
         };
         svc.run_export(plan, state.clock.as_ref(), tx).await;
     });
-    let body = streamed(rx);
+    let body = streamed(rx, permit);
     let extension = format.as_str();
     Ok(HttpResponse::Ok()
         .content_type(format.content_type())

@@ -30,11 +30,25 @@ pub struct Ready {
     pub migrations: String,
 }
 
-/// Readiness: the database answers and every migration is applied.
+/// How long `/readyz` waits for the database: a probe gets its answer within this, even
+/// while the database is down and requests wait out `database_acquire_timeout_secs`.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness: the database answers (within 2 s) and every migration is applied.
 #[utoipa::path(get, path = "/readyz", tag = "system", responses(
     (status = 200, description = "Ready to serve", body = Ready),
     (status = 503, description = "Database unreachable or migrations pending", body = ErrorBody)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match tokio::time::timeout(READY_TIMEOUT, ready(&state)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(ApiError::new(
+            ErrorCode::NotReady,
+            "the database does not answer",
+        )),
+    }
+}
+
+async fn ready(state: &AppState) -> Result<HttpResponse, ApiError> {
     if state.db.ping().await.is_err() {
         return Err(ApiError::new(
             ErrorCode::NotReady,

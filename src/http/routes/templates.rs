@@ -152,6 +152,8 @@ pub struct RenderRequest {
     (status = 404, description = "No such template, or no profile for that pseudonym and purpose", body = ErrorBody),
     (status = 410, description = "The pseudonym's key version was retired", body = ErrorBody),
     (status = 422, description = "The policies in force no longer allow a token (purpose_mismatch)", body = ErrorBody),
+    (status = 429, description = "too_many_requests: this key is over its rate for this route (`rate_limit_renders_per_minute`); or too many failed authentications from this address", body = ErrorBody,
+        headers(("Retry-After" = u64, description = "Seconds until a request would be allowed"))),
     (status = 503, description = "Audit log or database unavailable; nothing disclosed", body = ErrorBody)))]
 pub async fn render(
     state: web::Data<AppState>,
@@ -159,6 +161,9 @@ pub async fn render(
     path: web::Path<String>,
     body: JsonBody<RenderRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    state
+        .limits
+        .check(crate::limits::Expensive::Render, &auth.caller.key_id)?;
     let req = body.parse().await?;
     let keyring = state.keyring.get();
     let recipient = service(&state, &keyring, &auth).get(&path).await?.recipient;

@@ -422,9 +422,15 @@ impl Gate<'_> {
         Ok(true)
     }
 
-    /// Ends a running export with its one audit entry (`attributes`: the counts, the
-    /// commitment ...); a complete export's member list becomes a `since` base and older
-    /// lists beyond the newest `keep` are dropped. `Ok(false)` when it had already ended.
+    /// Ends a running export with its one audit entry: its row and member counts as the
+    /// ended row holds them, then `attributes` (the commitment, the reason ...); a
+    /// complete export's member list becomes a `since` base and older lists beyond the
+    /// newest `keep` are dropped. `Ok(false)` when it had already ended.
+    ///
+    /// The counts are read back in this transaction, after the update that ends the
+    /// export has locked its row: a page recorded meanwhile (on PostgreSQL, a dead
+    /// process's last commit, which the stale-export sweep waits for) is counted, so the
+    /// audit entry always says how many disclosure records the export left.
     pub async fn finish_export(
         &self,
         export: &exports::ExportRow,
@@ -443,6 +449,12 @@ impl Gate<'_> {
             txn.rollback().await.map_err(StoreError::from)?;
             return Ok(false);
         }
+        let ended = exports::get(&txn, &export.id)
+            .await?
+            .ok_or(StoreError::Corrupt {
+                table: "exports",
+                reason: "an export ended as it was read".into(),
+            })?;
         if end == ExportEnd::Complete {
             exports::prune(&txn, &export.segment_id, &export.recipient_id, keep).await?;
         }
@@ -456,6 +468,8 @@ impl Gate<'_> {
         if let Some(since) = &export.since_id {
             audited.push(format!("since:{since}"));
         }
+        audited.push(format!("rows:{}", ended.rows));
+        audited.push(format!("members:{}", ended.members));
         audited.extend(attributes);
         let outcome = match end {
             ExportEnd::Complete => Outcome::Ok,
@@ -479,11 +493,7 @@ impl Gate<'_> {
         let stale = exports::stale(self.db.conn(), before).await?;
         let mut n = 0;
         for e in stale {
-            let attributes = vec![
-                format!("rows:{}", e.rows),
-                format!("members:{}", e.members),
-                "reason:stalled".to_owned(),
-            ];
+            let attributes = vec!["reason:stalled".to_owned()];
             if self
                 .finish_export(&e, ExportEnd::Interrupted, None, 0, attributes)
                 .await?
