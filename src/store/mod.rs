@@ -14,6 +14,7 @@ pub mod experiments;
 pub mod exports;
 pub mod keyring;
 pub mod notices;
+pub mod policy_sets;
 pub mod profiles;
 pub mod recipients;
 pub mod retention;
