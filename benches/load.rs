@@ -597,6 +597,15 @@ async fn main() {
         mib(rss_samples.iter().min().copied()),
         mib(rss_samples.iter().max().copied()),
     );
+    let minutes: Vec<String> = rss_samples
+        .iter()
+        .skip(5)
+        .step_by(6)
+        .map(|k| format!("{:.0}", *k as f64 / 1024.0))
+        .collect();
+    if !minutes.is_empty() {
+        println!("RSS at each minute (MiB): {}", minutes.join(", "));
+    }
     if rss_samples.len() > 2 {
         let third = rss_samples.len() / 3;
         let avg = |s: &[u64]| s.iter().sum::<u64>() as f64 / s.len() as f64 / 1024.0;
