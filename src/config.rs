@@ -81,6 +81,9 @@ pub struct Settings {
     pub checkpoint_interval_secs: u64,
     /// The checkpoint origin line (C2SP tlog-checkpoint), unique to this log.
     pub audit_origin: String,
+    /// How often a node checks for a policy set published by another node; the bound on
+    /// how long a reload takes to reach every node.
+    pub policy_sync_interval_secs: u64,
     /// Set when a reverse proxy terminates TLS in front of a public listener.
     pub tls_terminated_upstream: bool,
     /// A cart untouched this long (seconds) is marked abandoned.
@@ -155,6 +158,7 @@ impl Default for Settings {
             checkpoint_every_entries: 1000,
             checkpoint_interval_secs: 60,
             audit_origin: "consentry.local/audit".into(),
+            policy_sync_interval_secs: 5,
             tls_terminated_upstream: false,
             cart_abandonment_quiet_secs: 3600,
             export_stale_secs: 600,

@@ -190,7 +190,11 @@ impl Application {
                 "stored traits reclassified by the taxonomy in force"
             );
         }
-        tracing::info!(summary = %core.policies.get().summary(), "policies loaded");
+        // The directory's set is the latest for every node (a start is a reload).
+        let generation =
+            crate::policy::reload::publish_at_start(&core.db, &core.policies, core.clock.now())
+                .await?;
+        tracing::info!(summary = %core.policies.get().summary(), generation, "policies loaded");
         // Sign what the log holds now (entries written by the CLI or before a restart), so a
         // checkpoint exists from the first request on.
         core.audit.checkpoint_if_behind(&core.db).await?;
@@ -289,8 +293,9 @@ impl Application {
     }
 }
 
-/// Periodic work: policy reload on SIGHUP, a checkpoint when entries are waiting, keyring reloads (rotations made
-/// by other nodes or the CLI), the cart-abandonment sweep, metric upkeep.
+/// Periodic work: policy reload on SIGHUP, the policy set published by another node put in
+/// force, a checkpoint when entries are waiting, keyring reloads (rotations made by other
+/// nodes or the CLI), the cart-abandonment sweep, metric upkeep.
 async fn maintain(state: web::Data<AppState>) {
     let every = Duration::from_secs(state.settings.checkpoint_interval_secs.max(1));
     let start = tokio::time::Instant::now();
@@ -298,6 +303,8 @@ async fn maintain(state: web::Data<AppState>) {
     let minute = Duration::from_secs(60);
     let mut keyring_tick = tokio::time::interval_at(start + minute, minute);
     let mut upkeep_tick = tokio::time::interval(Duration::from_secs(5));
+    let policy_every = Duration::from_secs(state.settings.policy_sync_interval_secs.max(1));
+    let mut policy_tick = tokio::time::interval_at(start + policy_every, policy_every);
     let mut cart_tick = tokio::time::interval_at(start + minute, minute);
     let mut notice_tick = tokio::time::interval(Duration::from_secs(5));
     // At start (the first tick is immediate) and then every minute.
@@ -336,6 +343,7 @@ async fn maintain(state: web::Data<AppState>) {
                     shared: &state.policies,
                     actor: crate::domain::Actor::system(),
                     request_id: None,
+                    now: state.clock.now(),
                 };
                 if let Err(e) = run.run().await {
                     tracing::error!(error = %e, "SIGHUP: the policies were not reloaded; the old set stays in force");
@@ -363,6 +371,13 @@ async fn maintain(state: web::Data<AppState>) {
             _ = upkeep_tick.tick() => {
                 state.metrics.run_upkeep();
                 state.limits.forget_idle_keys();
+            }
+            _ = policy_tick.tick() => {
+                if let Err(e) = crate::policy::reload::sync(
+                    &state.db, &state.master, &state.audit, &state.policies).await
+                {
+                    tracing::warn!(error = %e, "checking for a policy set published by another node failed");
+                }
             }
             _ = sweep_tick.tick(), if state.settings.retention_sweep_interval_secs > 0 => {
                 let policies = state.policies.get();

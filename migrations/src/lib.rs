@@ -16,6 +16,7 @@ mod m20261203_000012_campaigns;
 mod m20261203_000013_catalog;
 mod m20261203_000014_experiments;
 mod m20261203_000015_template_partials;
+mod m20261204_000016_policy_sets;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000013_catalog::Migration),
             Box::new(m20261203_000014_experiments::Migration),
             Box::new(m20261203_000015_template_partials::Migration),
+            Box::new(m20261204_000016_policy_sets::Migration),
         ]
     }
 }

@@ -23,6 +23,7 @@ mod taxonomy;
 pub mod templates;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use identifiers::{BUILT_IN_IDENTIFIERS, ExternalId, IdSource};
@@ -37,6 +38,28 @@ pub struct Policies {
     pub taxonomy: Taxonomy,
     pub external_ids: Vec<ExternalId>,
     pub purposes: PurposeSet,
+    /// The texts the set was compiled from, as published to the other nodes.
+    pub texts: PolicyTexts,
+}
+
+/// The three files of a policy set, as text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyTexts {
+    pub taxonomy: String,
+    pub identifiers: String,
+    pub purposes: String,
+}
+
+impl PolicyTexts {
+    /// SHA-256 over the three texts, each length-prefixed, in hex: equal digests, equal sets.
+    pub fn digest(&self) -> String {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for text in [&self.taxonomy, &self.identifiers, &self.purposes] {
+            ctx.update(&(text.len() as u64).to_be_bytes());
+            ctx.update(text.as_bytes());
+        }
+        hex::encode(ctx.finish())
+    }
 }
 
 impl Policies {
@@ -69,13 +92,23 @@ impl Policies {
         mut read: impl FnMut(&str, &mut PolicyErrors) -> Option<source::File>,
     ) -> Result<Self, PolicyErrors> {
         let mut errors = PolicyErrors::default();
-        let taxonomy =
-            read("taxonomy.yaml", &mut errors).and_then(|f| Taxonomy::compile(&f, &mut errors));
-        let external_ids = match (&taxonomy, read("identifiers.yaml", &mut errors)) {
+        let mut texts = PolicyTexts::default();
+        let mut read = |name: &str, text: &mut String, errors: &mut PolicyErrors| {
+            let file = read(name, errors);
+            if let Some(f) = &file {
+                f.text().clone_into(text);
+            }
+            file
+        };
+        let taxonomy = read("taxonomy.yaml", &mut texts.taxonomy, &mut errors)
+            .and_then(|f| Taxonomy::compile(&f, &mut errors));
+        let identifiers_file = read("identifiers.yaml", &mut texts.identifiers, &mut errors);
+        let external_ids = match (&taxonomy, identifiers_file) {
             (Some(t), Some(f)) => identifiers::compile(&f, t, &mut errors),
             _ => None,
         };
-        let purposes = match (&taxonomy, read("purposes.yaml", &mut errors)) {
+        let purposes_file = read("purposes.yaml", &mut texts.purposes, &mut errors);
+        let purposes = match (&taxonomy, purposes_file) {
             (Some(t), Some(f)) => purposes::compile(&f, t, &mut errors),
             _ => None,
         };
@@ -85,6 +118,7 @@ impl Policies {
                 taxonomy,
                 external_ids,
                 purposes,
+                texts,
             }),
             _ => Err(errors),
         }
@@ -140,12 +174,25 @@ impl Policies {
 }
 
 /// The policy set in force, replaced whole on reload; readers keep the set they started with.
+/// It also remembers which published generation (`policy_sets`) it is, 0 for none yet.
 #[derive(Clone, Debug)]
-pub struct SharedPolicies(Arc<RwLock<Arc<Policies>>>);
+pub struct SharedPolicies(Arc<RwLock<Arc<Policies>>>, Arc<AtomicI64>);
 
 impl SharedPolicies {
     pub fn new(policies: Policies) -> Self {
-        Self(Arc::new(RwLock::new(Arc::new(policies))))
+        Self(
+            Arc::new(RwLock::new(Arc::new(policies))),
+            Arc::new(AtomicI64::new(0)),
+        )
+    }
+
+    /// The published generation this node has in force (or has seen and refused).
+    pub fn generation(&self) -> i64 {
+        self.1.load(Ordering::Acquire)
+    }
+
+    pub fn set_generation(&self, generation: i64) {
+        self.1.fetch_max(generation, Ordering::AcqRel);
     }
 
     pub fn get(&self) -> Arc<Policies> {

@@ -77,6 +77,11 @@ impl File {
         }
     }
 
+    /// The file's text, as read.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// A file given as text rather than read from disk.
     pub fn from_text(name: &str, text: &str) -> Self {
         Self {

@@ -31,9 +31,9 @@ pub enum IngestError {
     Keyring(#[from] KeyringError),
     #[error(transparent)]
     Audit(#[from] AuditError),
-    /// A concurrent request stored one of this request's new identifiers first; the
-    /// request was rolled back (and is retried by [`Ingest::run`]).
-    #[error("a concurrent request stored the same new identifier")]
+    /// A concurrent request stored one of this request's new identifiers or messages
+    /// first; the request was rolled back (and is retried by [`Ingest::run`]).
+    #[error("a concurrent request stored the same new identifier or message")]
     Contended,
 }
 
@@ -376,7 +376,12 @@ impl Ingest<'_> {
         }
         let traits: Vec<TraitRow> = std::mem::take(&mut pending.traits).into_values().collect();
         repo::upsert_traits(c, &traits).await?;
-        repo::insert_events(c, &std::mem::take(&mut pending.events)).await?;
+        // A message another request (on this node or another) stored since this one
+        // looked: roll back and retry, so its aggregates are not counted twice.
+        let events = std::mem::take(&mut pending.events);
+        if repo::insert_events(c, &events).await? < events.len() as u64 {
+            return Err(IngestError::Contended);
+        }
         let aggregates = std::mem::take(&mut pending.aggregates);
         let rows: Vec<(&str, &Aggregates)> =
             aggregates.iter().map(|(s, a)| (s.as_str(), a)).collect();

@@ -15,6 +15,7 @@ pub mod exports;
 pub mod keyring;
 pub mod notices;
 pub mod pages;
+pub mod policy_sets;
 pub mod profiles;
 pub mod recipients;
 pub mod retention;

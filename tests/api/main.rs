@@ -20,6 +20,7 @@ mod helpers;
 mod identity;
 mod imports;
 mod keys;
+mod nodes;
 mod policies;
 mod recommendations;
 mod scores;

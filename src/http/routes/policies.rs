@@ -55,10 +55,16 @@ pub async fn ropa(
 pub struct Reloaded {
     /// What the set now in force holds.
     pub summary: String,
+    /// The published generation of the set: every node puts the latest in force within
+    /// `policy_sync_interval_secs`.
+    pub generation: i64,
+    /// SHA-256 (hex) of the set's three files.
+    pub digest: String,
 }
 
 /// Load the policy files again. A set with any problem is refused whole (422, each
-/// problem as `file:line: message`) and the running one stays in force.
+/// problem as `file:line: message`) and the running one stays in force. A set put in
+/// force is published: every node puts it in force within `policy_sync_interval_secs`.
 #[utoipa::path(post, path = "/v1/policies/reload", tag = "policies", security(("bearer" = [])),
     responses(
     (status = 200, description = "The new set is in force", body = Reloaded),
@@ -77,9 +83,14 @@ pub async fn reload(
         shared: &state.policies,
         actor: auth.actor(),
         request_id: auth.request_id.clone(),
+        now: state.clock.now(),
     };
     match run.run().await {
-        Ok(summary) => Ok(HttpResponse::Ok().json(Reloaded { summary })),
+        Ok(r) => Ok(HttpResponse::Ok().json(Reloaded {
+            summary: r.summary,
+            generation: r.generation,
+            digest: r.digest,
+        })),
         Err(ReloadError::Invalid(errors)) => Err(ApiError::new(
             ErrorCode::ValidationFailed,
             format!("the policies were not reloaded: {}", {
