@@ -134,11 +134,13 @@ pub async fn load<C: ConnectionTrait>(
         }
     };
 
-    let mut identifiers = of_subject("identifiers", "i");
-    identifiers.and_where(col("i", "kind").is_in(what.identifier_kinds.iter().copied()));
+    // Every identifier of the subject (a handful), the kinds wanted kept below: with a
+    // condition on `kind`, PostgreSQL may combine the subject index with a scan of the
+    // primary key's `kind` prefix (every email of every subject; 3.5 ms a subject at
+    // 30,000 people, measured) instead of reading the subject's few rows.
     let identifiers = json_rows(
         pg,
-        identifiers,
+        of_subject("identifiers", "i"),
         &["i.kind", &hex("i.sealed"), "i.created_at"],
     );
 
@@ -222,8 +224,12 @@ pub async fn load<C: ConnectionTrait>(
             ..PageRow::default()
         };
         for f in parse(&r.try_get_by_index::<String>(at)?)? {
+            let kind = text(field(&f, 0))?;
+            if !what.identifier_kinds.contains(&kind.as_str()) {
+                continue;
+            }
             row.identifiers.push(IdentifierRow {
-                kind: text(field(&f, 0))?,
+                kind,
                 blind_index: String::new(),
                 subject_id: row.id.clone(),
                 sealed: bytes(field(&f, 1))?,
