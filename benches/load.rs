@@ -109,8 +109,13 @@ impl Drop for Gateway {
 }
 
 fn rss_kib(pid: Option<u32>) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A line of the gateway's `/proc/PID/status` in KiB (`VmRSS:`, `RssAnon:` ...).
+fn status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -593,6 +598,11 @@ async fn main() {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let rss_end = rss_kib(gateway.pid);
+    // Heap against mapped files (SQLite maps its database): only the heap is the gateway's.
+    let (anon_end, file_end) = (
+        status_kib(gateway.pid, "RssAnon:"),
+        status_kib(gateway.pid, "RssFile:"),
+    );
     let tally = tally.lock().await;
     report(&tally, elapsed, backend, &workers, people, keys);
     let mib = |k: Option<u64>| k.map_or("n/a".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
@@ -603,6 +613,11 @@ async fn main() {
         mib(rss_end),
         mib(rss_samples.iter().min().copied()),
         mib(rss_samples.iter().max().copied()),
+    );
+    println!(
+        "Gateway RSS at end: heap (RssAnon) {}, mapped files (RssFile) {}",
+        mib(anon_end),
+        mib(file_end)
     );
     let minutes: Vec<String> = rss_samples
         .iter()
