@@ -372,7 +372,10 @@ impl Campaigns<'_> {
             let render = tokio::task::spawn_blocking(move || render_page(&r, jobs));
             let record = async {
                 match &rendered {
-                    Some((p, exposed)) => self.record_rendered(&gate, &s.grant, p, exposed).await,
+                    Some((p, exposed)) => {
+                        self.record_rendered(&gate, &s.grant, &renderers.campaign, p, exposed)
+                            .await
+                    }
                     None => Ok(()),
                 }
             };
@@ -389,7 +392,8 @@ impl Campaigns<'_> {
             next = fetched?;
         }
         if let Some((p, exposed)) = rendered {
-            self.record_rendered(&gate, &s.grant, &p, &exposed).await?;
+            self.record_rendered(&gate, &s.grant, &renderers.campaign, &p, &exposed)
+                .await?;
             if !p.sent.is_empty() {
                 let _ = sink.send(Ok(p.body.into_bytes())).await;
             }
@@ -453,13 +457,14 @@ impl Campaigns<'_> {
         &self,
         gate: &Gate<'_>,
         grant: &PurposeGrant,
+        campaign: &str,
         page: &RenderedPage,
         exposed: &[ExposureRow],
     ) -> Result<(), CampaignError> {
         if page.sent.is_empty() && exposed.is_empty() {
             return Ok(());
         }
-        self.record_page(gate, grant, &page.campaign, &page.sent, exposed)
+        self.record_page(gate, grant, campaign, &page.sent, exposed)
             .await
     }
 }
@@ -490,7 +495,6 @@ struct Job {
 
 /// A page of messages: the NDJSON sent, and the members it holds (who is recorded).
 struct RenderedPage {
-    campaign: String,
     body: String,
     sent: Vec<(String, Member)>,
 }
@@ -565,11 +569,7 @@ fn render_page(r: &Renderers, jobs: Vec<Job>) -> Result<RenderedPage, TemplatesE
         body.push('\n');
         sent.push((subject, m));
     }
-    Ok(RenderedPage {
-        campaign: r.campaign.clone(),
-        body,
-        sent,
-    })
+    Ok(RenderedPage { body, sent })
 }
 
 impl Campaigns<'_> {

@@ -17,20 +17,6 @@ pub async fn load<C: ConnectionTrait>(
         .transpose()
 }
 
-/// The aggregates of the subjects in `ids` that have them, by subject (one query).
-pub async fn load_in<C: ConnectionTrait>(
-    c: &C,
-    ids: &[String],
-) -> Result<Vec<(String, Aggregates)>, StoreError> {
-    Aggregate::find()
-        .filter(aggregate::Column::SubjectId.is_in(ids.iter().cloned()))
-        .all(c)
-        .await?
-        .into_iter()
-        .map(|m| Ok((m.subject_id.clone(), from_model(m)?)))
-        .collect()
-}
-
 fn from_model(m: aggregate::Model) -> Result<Aggregates, StoreError> {
     let list = |s: &str| -> Result<Vec<String>, StoreError> {
         serde_json::from_str(s).map_err(|e| StoreError::Corrupt {

@@ -12,7 +12,7 @@ use sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement, SubQueryStatemen
 use serde_json::Value;
 
 use super::StoreError;
-use super::profiles::{IdentifierRow, TraitRow};
+use super::profiles::TraitRow;
 use crate::domain::aggregates::Aggregates;
 
 /// What to read for each subject besides its key and aggregates.
@@ -38,13 +38,21 @@ pub struct DecisionRow {
     pub captured_at: i64,
 }
 
+/// An email or phone identifier, sealed under the subject's data key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PageIdentifier {
+    pub kind: String,
+    pub sealed: Vec<u8>,
+    pub created_at: i64,
+}
+
 /// One active subject of the page.
 #[derive(Clone, Debug, Default)]
 pub struct PageRow {
     pub id: String,
     pub wrapped_key: Option<Vec<u8>>,
     pub aggregates: Option<Aggregates>,
-    pub identifiers: Vec<IdentifierRow>,
+    pub identifiers: Vec<PageIdentifier>,
     /// By name.
     pub traits: Vec<TraitRow>,
     /// In ledger order (captured, then recorded, then id).
@@ -228,10 +236,8 @@ pub async fn load<C: ConnectionTrait>(
             if !what.identifier_kinds.contains(&kind.as_str()) {
                 continue;
             }
-            row.identifiers.push(IdentifierRow {
+            row.identifiers.push(PageIdentifier {
                 kind,
-                blind_index: String::new(),
-                subject_id: row.id.clone(),
                 sealed: bytes(field(&f, 1))?,
                 created_at: int(field(&f, 2))?,
             });

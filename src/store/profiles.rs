@@ -221,20 +221,6 @@ pub async fn subject_key<C: ConnectionTrait>(
         .map(|m| m.wrapped))
 }
 
-/// The wrapped data keys of the subjects in `ids`, by subject.
-pub async fn subject_keys_in<C: ConnectionTrait>(
-    c: &C,
-    ids: &[String],
-) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-    Ok(SubjectKey::find()
-        .filter(subject_key::Column::SubjectId.is_in(ids.iter().cloned()))
-        .all(c)
-        .await?
-        .into_iter()
-        .map(|m| (m.subject_id, m.wrapped))
-        .collect())
-}
-
 /// Widens the subject's first/last seen to include `first..=last`.
 pub async fn seen<C: ConnectionTrait>(
     c: &C,

@@ -41,22 +41,6 @@ pub async fn get<C: ConnectionTrait>(
         .map(FlagRow::from))
 }
 
-/// Which subjects of `ids` have `flag` set (one query).
-pub async fn having<C: ConnectionTrait>(
-    c: &C,
-    ids: &[String],
-    flag: &str,
-) -> Result<std::collections::HashSet<String>, StoreError> {
-    Ok(Flag::find()
-        .filter(subject_flag::Column::SubjectId.is_in(ids.iter().cloned()))
-        .filter(subject_flag::Column::Flag.eq(flag))
-        .all(c)
-        .await?
-        .into_iter()
-        .map(|m| m.subject_id)
-        .collect())
-}
-
 /// Sets a flag; one already set is kept as it was (its reason and time).
 pub async fn insert<C: ConnectionTrait>(c: &C, f: &FlagRow) -> Result<(), StoreError> {
     Flag::insert(subject_flag::ActiveModel {

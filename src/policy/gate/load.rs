@@ -111,7 +111,7 @@ pub async fn load_record<C: ConnectionTrait>(
 /// What the tables hold about a page of subjects, grouped by subject.
 #[derive(Default)]
 struct Rows {
-    identifiers: HashMap<String, Vec<profiles::IdentifierRow>>,
+    identifiers: HashMap<String, Vec<pages::PageIdentifier>>,
     traits: HashMap<String, Vec<profiles::TraitRow>>,
     keys: HashMap<String, Vec<u8>>,
     aggregates: HashMap<String, Aggregates>,
