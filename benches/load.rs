@@ -95,7 +95,7 @@ struct Gateway {
     base: String,
     admin: String,
     pid: Option<u32>,
-    _dir: Option<tempfile::TempDir>,
+    dir: Option<tempfile::TempDir>,
     pg_db: Option<(String, String)>,
 }
 
@@ -137,7 +137,7 @@ async fn start_gateway() -> Gateway {
             pid: std::env::var("CONSENTRY_LOAD_PID")
                 .ok()
                 .and_then(|p| p.parse().ok()),
-            _dir: None,
+            dir: None,
             pg_db: None,
         };
     }
@@ -201,7 +201,7 @@ async fn start_gateway() -> Gateway {
         base: String::new(),
         admin: String::new(),
         pid,
-        _dir: None,
+        dir: None,
         pg_db,
     };
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -229,7 +229,7 @@ async fn start_gateway() -> Gateway {
         .expect("bootstrap admin token")
         .trim()
         .to_owned();
-    gateway._dir = Some(dir);
+    gateway.dir = Some(dir);
     gateway
 }
 
@@ -639,6 +639,20 @@ async fn main() {
     }
     let failures: u64 = tally.failures.values().sum();
     drop(tally);
+    if failures > 0 {
+        // The gateway's own account of each failure (codes and error chains, no personal
+        // data), before its directory goes.
+        if let Some(dir) = gateway.dir.as_ref() {
+            let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
+            for line in log
+                .lines()
+                .filter(|l| l.contains("request failed"))
+                .take(20)
+            {
+                eprintln!("gateway: {line}");
+            }
+        }
+    }
     let pg_db = gateway.pg_db.clone();
     drop(gateway);
     if let Some((server, name)) = pg_db {

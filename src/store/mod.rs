@@ -27,14 +27,16 @@ pub mod templates;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    RuntimeErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnAcquireErr, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
 pub use sea_orm::DatabaseTransaction as Txn;
@@ -69,9 +71,18 @@ fn is_connection_error(err: &sea_orm::sqlx::Error) -> bool {
     use sea_orm::sqlx::Error as E;
     match err {
         E::Io(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Tls(_) => true,
-        E::Database(e) => e.code().is_some_and(|c| is_unavailable_state(&c)),
+        E::Database(e) => e
+            .code()
+            .is_some_and(|c| is_unavailable_state(&c) || is_sqlite_busy(&c)),
         _ => false,
     }
+}
+
+/// SQLite's extended result codes for a lock it could not get within the busy timeout
+/// (SQLITE_BUSY 5, BUSY_RECOVERY 261, BUSY_SNAPSHOT 517, BUSY_TIMEOUT 773; SQLITE_LOCKED
+/// 6): the database is busy, the request did nothing and can be retried.
+fn is_sqlite_busy(code: &str) -> bool {
+    matches!(code, "5" | "261" | "517" | "773" | "6")
 }
 
 /// PostgreSQL SQLSTATEs that say the server is going away or not there yet, not that
@@ -99,12 +110,75 @@ pub struct DbOptions {
 /// How long [`Db::connect`] lets a request wait for a connection.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a request waits for SQLite's write lock: its turn among this process's
+/// writers, then (against other processes) SQLite's busy timeout. Past it the request
+/// fails with [`StoreError::Unavailable`] and writes nothing.
+pub const SQLITE_WRITE_WAIT: Duration = Duration::from_secs(10);
+
 /// The database handle shared by every service.
 #[derive(Clone, Debug)]
 pub struct Db {
     conn: DatabaseConnection,
     /// The SQLite file, for the verifier's direct reader; `None` on PostgreSQL.
     sqlite_path: Option<std::path::PathBuf>,
+    /// On SQLite, the one writer turn of this process, handed out first come first
+    /// served. SQLite lets one connection write at a time and has the others poll for the
+    /// lock, which is not fair: under steady writes a waiting request could lose every
+    /// poll until its busy timeout ran out. `None` on PostgreSQL, whose writers do not
+    /// exclude each other.
+    writer: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// A write transaction from [`Db::begin_write`]: a [`DatabaseTransaction`] that, on SQLite,
+/// also holds this process's writer turn until it commits, rolls back or is dropped.
+pub struct WriteTxn {
+    txn: DatabaseTransaction,
+    _turn: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl WriteTxn {
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        self.txn.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTxn {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for WriteTxn {
+    fn get_database_backend(&self) -> DbBackend {
+        self.txn.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.txn.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.txn.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.txn.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.txn.query_all_raw(stmt).await
+    }
+
+    fn support_returning(&self) -> bool {
+        self.txn.support_returning()
+    }
 }
 
 impl Db {
@@ -139,7 +213,7 @@ impl Db {
                     .journal_mode(SqliteJournalMode::Wal)
                     .foreign_keys(true)
                     .synchronous(sync)
-                    .busy_timeout(Duration::from_secs(10))
+                    .busy_timeout(SQLITE_WRITE_WAIT)
                     // 16 MiB of page cache a connection (the default is 2 MiB): identifiers
                     // and subjects are keyed by random values, so inserts touch pages all
                     // over their indexes.
@@ -164,7 +238,14 @@ impl Db {
         let conn = Database::connect(opts).await?;
         // An in-memory database has no file another connection could read.
         let sqlite_path = sqlite_path.filter(|p| p.is_file());
-        Ok(Self { conn, sqlite_path })
+        let writer = url
+            .starts_with("sqlite:")
+            .then(|| Arc::new(tokio::sync::Semaphore::new(1)));
+        Ok(Self {
+            conn,
+            sqlite_path,
+            writer,
+        })
     }
 
     /// The URL used when none is configured: `sqlite://DATA_DIR/consentry.db`.
@@ -199,9 +280,26 @@ impl Db {
         Ok(())
     }
 
-    /// Begins a transaction that will write. On SQLite it takes the write lock up front
-    /// (`BEGIN IMMEDIATE`), so a read-then-write transaction cannot fail to upgrade.
-    pub async fn begin_write(&self) -> Result<DatabaseTransaction, StoreError> {
+    /// Begins a transaction that will write. On SQLite it first waits for this process's
+    /// writer turn (first come, first served; at most [`SQLITE_WRITE_WAIT`]), then takes
+    /// the write lock up front (`BEGIN IMMEDIATE`), so a read-then-write transaction
+    /// cannot fail to upgrade.
+    pub async fn begin_write(&self) -> Result<WriteTxn, StoreError> {
+        let turn = match &self.writer {
+            Some(writer) => Some(
+                tokio::time::timeout(SQLITE_WRITE_WAIT, writer.clone().acquire_owned())
+                    .await
+                    .map_err(|_| {
+                        StoreError::Unavailable(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout))
+                    })?
+                    .map_err(|_| {
+                        StoreError::Unavailable(DbErr::ConnectionAcquire(
+                            ConnAcquireErr::ConnectionClosed,
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
         let txn = self
             .conn
             .begin_with_options(TransactionOptions {
@@ -210,7 +308,7 @@ impl Db {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             })
             .await?;
-        Ok(txn)
+        Ok(WriteTxn { txn, _turn: turn })
     }
 
     pub async fn close(self) -> Result<(), StoreError> {
@@ -244,7 +342,64 @@ pub fn check_url(url: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_unavailable_state;
+    use super::*;
+
+    #[test]
+    fn a_sqlite_lock_not_granted_in_time_is_unavailable() {
+        for code in ["5", "261", "517", "773", "6"] {
+            assert!(is_sqlite_busy(code), "{code}");
+        }
+        // Constraint violations, a full disk, a corrupt file: not something to retry.
+        for code in ["19", "2067", "13", "11", "1"] {
+            assert!(!is_sqlite_busy(code), "{code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_writers_of_one_process_get_the_lock_in_the_order_they_asked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let options = DbOptions {
+            max_connections: 8,
+            sqlite_synchronous: SqliteSync::Normal,
+        };
+        let db = Db::connect(&url, &options).await.expect("connect");
+        db.conn()
+            .execute_unprepared("CREATE TABLE turns (n INTEGER NOT NULL)")
+            .await
+            .expect("table");
+        let first = db.begin_write().await.expect("first writer");
+        let mut waiting = Vec::new();
+        for n in 0..6 {
+            let db = db.clone();
+            waiting.push(tokio::spawn(async move {
+                let txn = db.begin_write().await.expect("writer");
+                txn.execute_unprepared(&format!("INSERT INTO turns (n) VALUES ({n})"))
+                    .await
+                    .expect("insert");
+                txn.commit().await.expect("commit");
+            }));
+            // Each asks for its turn before the next one does.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        first.commit().await.expect("commit");
+        for w in waiting {
+            w.await.expect("writer task");
+        }
+        let rows = db
+            .conn()
+            .query_all_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT n FROM turns ORDER BY rowid",
+            ))
+            .await
+            .expect("rows");
+        let order: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get::<i64>("", "n").expect("n"))
+            .collect();
+        assert_eq!(order, vec![0, 1, 2, 3, 4, 5]);
+    }
 
     #[test]
     fn a_server_going_away_is_unavailable_and_a_bad_statement_is_not() {
