@@ -239,6 +239,10 @@ struct Pending {
     events: Vec<EventRow>,
     aggregates: BTreeMap<String, Aggregates>,
     seen: BTreeMap<String, (i64, i64)>,
+    /// The stored aggregates of the subjects the request found, read once up front; a
+    /// subject's entry is taken when its first message is applied. Emptied by a merge,
+    /// which changes what is stored.
+    loaded: HashMap<String, Aggregates>,
     /// Consent signals: (subject, consent) → (status, method, captured at); the last one
     /// of a request wins, and it is recorded only if it changes the person's state.
     consents: BTreeMap<(String, String), (&'static str, &'static str, i64)>,
@@ -287,8 +291,29 @@ impl Ingest<'_> {
         let suppressed = self.suppressed(&txn, &ids).await?;
         let mut known = self.look_up(&txn, &ids).await?;
         let mut resolved: HashMap<&[(&str, String)], String> = HashMap::new();
-        let mut keys: HashMap<String, SubjectKey> = HashMap::new();
         let mut pending = Pending::default();
+        // The people the request already knows of, read once: their rows locked (on
+        // PostgreSQL; see `lock_subjects`), their data keys and their aggregates, rather
+        // than a read of each per person.
+        let people: Vec<String> = known
+            .values()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        repo::lock_subjects(&txn, &people).await?;
+        let mut keys: HashMap<String, SubjectKey> = HashMap::new();
+        for (id, wrapped) in repo::subject_keys_in(&txn, &people).await? {
+            let key = SubjectKey::unwrap(self.master, &id, &wrapped)?;
+            keys.insert(id, key);
+        }
+        pending.loaded = aggregates::load_in(&txn, &people)
+            .await?
+            .into_iter()
+            .collect();
+        for id in people {
+            pending.loaded.entry(id).or_default();
+        }
         for (i, (m, ids)) in messages.iter().zip(&ids).enumerate() {
             if suppressed.contains(&i) {
                 report.suppressed += 1;
@@ -386,9 +411,11 @@ impl Ingest<'_> {
         let rows: Vec<(&str, &Aggregates)> =
             aggregates.iter().map(|(s, a)| (s.as_str(), a)).collect();
         aggregates::save_many(c, &rows, self.received_at.unix_micros()).await?;
-        for (subject, (first, last)) in std::mem::take(&mut pending.seen) {
-            repo::seen(c, &subject, first, last).await?;
-        }
+        let seen: Vec<(String, i64, i64)> = std::mem::take(&mut pending.seen)
+            .into_iter()
+            .map(|(s, (first, last))| (s, first, last))
+            .collect();
+        repo::seen_many(c, &seen).await?;
         for ((subject, consent), (status, method, at)) in std::mem::take(&mut pending.consents) {
             let latest = crate::store::consents::latest(c, &subject, &consent).await?;
             // Nothing new; and a CMP's "yes" never undoes a confirmed double opt-in.
@@ -584,6 +611,7 @@ impl Ingest<'_> {
                     self.flush(c, pending).await?;
                     self.link(c, &target, &found[1..], report, known, keys)
                         .await?;
+                    pending.loaded.clear();
                 }
                 if !keys.contains_key(&target) {
                     let key = self.subject_key(c, &target).await?;
@@ -786,6 +814,8 @@ impl Ingest<'_> {
         if !pending.aggregates.contains_key(subject) {
             let stored = if pending.new.contains(subject) {
                 Aggregates::default()
+            } else if let Some(a) = pending.loaded.remove(subject) {
+                a
             } else {
                 aggregates::load(c, subject).await?.unwrap_or_default()
             };

@@ -17,6 +17,25 @@ pub async fn load<C: ConnectionTrait>(
         .transpose()
 }
 
+/// The aggregates of the subjects in `ids` that have them, by subject (one query per
+/// 500 subjects).
+pub async fn load_in<C: ConnectionTrait>(
+    c: &C,
+    ids: &[String],
+) -> Result<Vec<(String, Aggregates)>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        for m in Aggregate::find()
+            .filter(aggregate::Column::SubjectId.is_in(chunk.iter().cloned()))
+            .all(c)
+            .await?
+        {
+            out.push((m.subject_id.clone(), from_model(m)?));
+        }
+    }
+    Ok(out)
+}
+
 fn from_model(m: aggregate::Model) -> Result<Aggregates, StoreError> {
     let list = |s: &str| -> Result<Vec<String>, StoreError> {
         serde_json::from_str(s).map_err(|e| StoreError::Corrupt {

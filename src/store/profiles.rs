@@ -3,6 +3,7 @@
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder,
 };
 
 use super::StoreError;
@@ -221,29 +222,88 @@ pub async fn subject_key<C: ConnectionTrait>(
         .map(|m| m.wrapped))
 }
 
-/// Widens the subject's first/last seen to include `first..=last`.
-pub async fn seen<C: ConnectionTrait>(
+/// The wrapped data keys of the subjects in `ids`, by subject (one query per 500).
+pub async fn subject_keys_in<C: ConnectionTrait>(
     c: &C,
-    subject_id: &str,
-    first: i64,
-    last: i64,
+    ids: &[String],
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        out.extend(
+            SubjectKey::find()
+                .filter(subject_key::Column::SubjectId.is_in(chunk.iter().cloned()))
+                .all(c)
+                .await?
+                .into_iter()
+                .map(|m| (m.subject_id, m.wrapped)),
+        );
+    }
+    Ok(out)
+}
+
+/// Locks the rows of the subjects in `ids` until the transaction ends, so that two
+/// requests about one person on PostgreSQL read and update its aggregates one after the
+/// other instead of each overwriting the other's counts. The rows are locked in id order
+/// (`ids` sorted), so two such requests cannot deadlock on each other. Nothing to do on
+/// SQLite, where a write transaction already holds the whole database.
+pub async fn lock_subjects<C: ConnectionTrait>(c: &C, ids: &[String]) -> Result<(), StoreError> {
+    if c.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(());
+    }
+    use sea_orm::QuerySelect;
+    debug_assert!(ids.is_sorted());
+    for chunk in ids.chunks(500) {
+        Subject::find()
+            .select_only()
+            .column(subject::Column::Id)
+            .filter(subject::Column::Id.is_in(chunk.iter().cloned()))
+            .order_by_asc(subject::Column::Id)
+            .lock_exclusive()
+            .into_tuple::<String>()
+            .all(c)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Widens each subject's first/last seen to include `first..=last`: one statement per
+/// 300 subjects.
+pub async fn seen_many<C: ConnectionTrait>(
+    c: &C,
+    rows: &[(String, i64, i64)],
 ) -> Result<(), StoreError> {
-    Subject::update_many()
-        .col_expr(
-            subject::Column::FirstSeenAt,
-            Expr::case(subject::Column::FirstSeenAt.gt(first), first)
-                .finally(Expr::col(subject::Column::FirstSeenAt))
-                .into(),
-        )
-        .col_expr(
-            subject::Column::LastSeenAt,
-            Expr::case(subject::Column::LastSeenAt.lt(last), last)
-                .finally(Expr::col(subject::Column::LastSeenAt))
-                .into(),
-        )
-        .filter(subject::Column::Id.eq(subject_id))
-        .exec(c)
+    let backend = c.get_database_backend();
+    for chunk in rows.chunks(300) {
+        let mut values = Vec::with_capacity(chunk.len() * 3);
+        let mut tuples = Vec::with_capacity(chunk.len());
+        for (id, first, last) in chunk {
+            let n = values.len();
+            tuples.push(match backend {
+                sea_orm::DbBackend::Postgres => {
+                    format!("(${}, ${}::bigint, ${}::bigint)", n + 1, n + 2, n + 3)
+                }
+                _ => "(?, ?, ?)".to_owned(),
+            });
+            values.push(id.clone().into());
+            values.push((*first).into());
+            values.push((*last).into());
+        }
+        // Only placeholders are formatted into the text; every value is bound.
+        let sql = format!(
+            "WITH v (id, first_seen, last_seen) AS (VALUES {}) \
+             UPDATE subjects SET \
+             first_seen_at = CASE WHEN v.first_seen < subjects.first_seen_at \
+             THEN v.first_seen ELSE subjects.first_seen_at END, \
+             last_seen_at = CASE WHEN v.last_seen > subjects.last_seen_at \
+             THEN v.last_seen ELSE subjects.last_seen_at END \
+             FROM v WHERE subjects.id = v.id",
+            tuples.join(", ")
+        );
+        c.execute_raw(sea_orm::Statement::from_sql_and_values(
+            backend, sql, values,
+        ))
         .await?;
+    }
     Ok(())
 }
 
@@ -335,7 +395,7 @@ pub async fn finish_merge<C: ConnectionTrait>(
         .await?;
     let first: Option<subject::Model> = Subject::find_by_id(from.to_owned()).one(c).await?;
     if let Some(old) = first {
-        seen(c, into, old.first_seen_at, old.last_seen_at).await?;
+        seen_many(c, &[(into.to_owned(), old.first_seen_at, old.last_seen_at)]).await?;
     }
     Subject::update_many()
         .col_expr(subject::Column::Status, Expr::value("merged"))

@@ -599,3 +599,62 @@ async fn a_subject_without_a_user_id_never_joins_two_user_ids_by_merging() {
         .await;
     assert_eq!(holders, 2, "A and B stay with different subjects");
 }
+
+#[tokio::test]
+async fn concurrent_requests_about_one_person_are_all_counted() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let body = json!({"userId": "buyer", "traits": {"email": "buyer@example.com"},
+                      "timestamp": "2026-11-20T10:00:00Z"});
+    assert_eq!(app.track(&key, "/v1/identify", &body).await.status(), 200);
+    // Eight requests at once, ten orders each, every one for the same person, some
+    // earlier and some later than anything stored so far.
+    let sends = (0..8).map(|r| {
+        let batch: Vec<Value> = (0..10)
+            .map(|i| {
+                json!({"type": "track", "userId": "buyer", "event": "Order Completed",
+                       "messageId": format!("order-{r}-{i}"),
+                       "timestamp": format!("2026-11-{:02}T10:00:00Z", 10 + r + i),
+                       "properties": {"order_id": format!("o-{r}-{i}"), "total": 10.0,
+                                      "currency": "EUR"}})
+            })
+            .collect();
+        let (app, key) = (&app, &key);
+        async move {
+            app.track(key, "/v1/batch", &json!({"batch": batch}))
+                .await
+                .status()
+        }
+    });
+    for status in futures_util::future::join_all(sends).await {
+        assert_eq!(status, 200);
+    }
+    assert_eq!(app.active_subjects().await, 1);
+    assert_eq!(
+        app.count("events", "WHERE name = 'Order Completed'").await,
+        80
+    );
+    assert_eq!(
+        app.scalar_i64("SELECT purchase_count FROM aggregates")
+            .await,
+        80,
+        "no request's counts overwrote another's"
+    );
+    assert_eq!(
+        app.scalar_i64("SELECT CAST(lifetime_value AS BIGINT) FROM aggregates")
+            .await,
+        800
+    );
+    // First seen widened back to the earliest order; last seen stays the identify's
+    // arrival, the test clock's now, later than every order (µs).
+    assert_eq!(
+        app.scalar_i64("SELECT first_seen_at FROM subjects").await,
+        1_794_304_800_000_000,
+        "2026-11-10T10:00:00Z"
+    );
+    assert_eq!(
+        app.scalar_i64("SELECT last_seen_at FROM subjects").await,
+        1_796_119_200_000_000,
+        "2026-12-01T10:00:00Z"
+    );
+}
