@@ -427,3 +427,54 @@ async fn segment_consent_categories_and_gpc_are_recorded_when_they_change_someth
     );
     assert_eq!(app.count("events", "").await, before);
 }
+
+#[tokio::test]
+async fn concurrent_records_are_each_committed_with_their_audit_entry() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    for i in 0..3 {
+        let mut body = grant("personalization", "granted", "2026-11-01T10:00:00Z");
+        body["subject"] = json!({"email": format!("p{i}@example.com")});
+        assert_eq!(post(&app, &key, &body).await.status(), 201);
+    }
+    let entries_before = app.scalar_i64("SELECT COUNT(*) FROM audit_entries").await;
+    // Enough at once that the writers contend for the audit head and the write lock.
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (client, url, key) = (app.client.clone(), app.url("/v1/consents"), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"subject": {"email": format!("p{}@example.com", i % 3)},
+                "purpose": "personalization",
+                "status": if i % 2 == 0 { "granted" } else { "withdrawn" },
+                "method": "web_form", "source": "shop.example/signup"});
+            let r = client
+                .post(url)
+                .bearer_auth(&key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 24);
+    // Every answered record is stored, each with its entry, and the log has no gap.
+    assert_eq!(app.scalar_i64("SELECT COUNT(*) FROM consents").await, 27);
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM audit_entries WHERE action = 'consent.record'")
+            .await,
+        27
+    );
+    let report = app.verify().await.expect("the log verifies");
+    assert!(report.entries as i64 >= entries_before + 24);
+}
