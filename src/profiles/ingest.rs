@@ -37,6 +37,22 @@ pub enum IngestError {
     Contended,
 }
 
+impl IngestError {
+    /// Rolled back because of a concurrent request: a new identifier or message stored
+    /// first, or (PostgreSQL) a deadlock with another transaction on the same person, e.g.
+    /// an erasure, which deletes the aggregates before the subject while ingest locks the
+    /// subject before its aggregates. Running the request again can succeed.
+    fn is_contended(&self) -> bool {
+        match self {
+            IngestError::Contended => true,
+            IngestError::Store(e) | IngestError::Audit(AuditError::Store(e)) => {
+                e.is_transaction_conflict()
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IngestReport {
     pub accepted: usize,
@@ -265,7 +281,7 @@ impl Ingest<'_> {
         let mut attempts = 0;
         loop {
             match self.run_once(messages, batched).await {
-                Err(IngestError::Contended) if attempts < 4 => attempts += 1,
+                Err(e) if attempts < 4 && e.is_contended() => attempts += 1,
                 other => return other,
             }
         }

@@ -53,6 +53,22 @@ pub enum StoreError {
     Corrupt { table: &'static str, reason: String },
 }
 
+impl StoreError {
+    /// The database gave this transaction up in favour of a concurrent one (PostgreSQL
+    /// 40P01 deadlock_detected, 40001 serialization_failure): it changed nothing, and
+    /// running it again can succeed.
+    pub fn is_transaction_conflict(&self) -> bool {
+        let StoreError::Db(
+            DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)),
+        ) = self
+        else {
+            return false;
+        };
+        matches!(err.as_ref(), sea_orm::sqlx::Error::Database(e)
+            if e.code().is_some_and(|c| matches!(c.as_ref(), "40P01" | "40001")))
+    }
+}
+
 impl From<DbErr> for StoreError {
     fn from(e: DbErr) -> Self {
         match &e {

@@ -465,3 +465,55 @@ async fn postgres_stopped_under_load_gets_503_and_the_gateway_recovers_without_a
     assert_eq!(stored, events);
     audit_verifies(home.path(), &url);
 }
+
+/// A transaction PostgreSQL gives up to break a deadlock is told apart from a wrong
+/// statement: ingest runs it again (two requests about one person, or ingest and an
+/// erasure, lock its rows in different orders). PostgreSQL only: SQLite has one writer.
+#[tokio::test]
+async fn a_postgresql_deadlock_is_a_conflict_to_run_again() {
+    use sea_orm::ConnectionTrait;
+    if std::env::var("CONSENTRY_TEST_DATABASE_URL").is_err() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = crate::helpers::fresh_database_url(dir.path()).await;
+    let db = consentry::store::Db::connect(
+        &url,
+        &consentry::store::DbOptions {
+            max_connections: 4,
+            sqlite_synchronous: consentry::store::SqliteSync::Normal,
+        },
+    )
+    .await
+    .expect("connect");
+    db.conn()
+        .execute_unprepared("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1), (2)")
+        .await
+        .expect("table");
+    let a = db.begin_write().await.expect("a");
+    let b = db.begin_write().await.expect("b");
+    a.execute_unprepared("UPDATE t SET id = id WHERE id = 1")
+        .await
+        .expect("a locks 1");
+    b.execute_unprepared("UPDATE t SET id = id WHERE id = 2")
+        .await
+        .expect("b locks 2");
+    let (ra, rb) = tokio::join!(
+        a.execute_unprepared("UPDATE t SET id = id WHERE id = 2"),
+        b.execute_unprepared("UPDATE t SET id = id WHERE id = 1"),
+    );
+    let errors: Vec<consentry::store::StoreError> = [ra.err(), rb.err()]
+        .into_iter()
+        .flatten()
+        .map(Into::into)
+        .collect();
+    assert_eq!(errors.len(), 1, "PostgreSQL aborts one of the two");
+    assert!(errors[0].is_transaction_conflict(), "{}", errors[0]);
+    drop((a, b));
+    let duplicate = db
+        .conn()
+        .execute_unprepared("INSERT INTO t VALUES (1)")
+        .await
+        .expect_err("a duplicate key");
+    assert!(!consentry::store::StoreError::from(duplicate).is_transaction_conflict());
+}
