@@ -39,8 +39,6 @@ use sea_orm::{
     SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
-pub use sea_orm::DatabaseTransaction as Txn;
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or refused the connection.

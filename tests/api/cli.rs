@@ -17,15 +17,7 @@ impl Cli {
 
     /// A connection to this CLI's database, as a test would inspect it.
     async fn db(&self) -> consentry::store::Db {
-        consentry::store::Db::connect(
-            &self.url,
-            &consentry::store::DbOptions {
-                max_connections: 1,
-                sqlite_synchronous: consentry::store::SqliteSync::Normal,
-            },
-        )
-        .await
-        .unwrap()
+        crate::helpers::connect(&self.url, 1).await
     }
 
     fn run(&self, args: &[&str]) -> Output {

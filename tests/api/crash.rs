@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use consentry::store::{Db, DbOptions, SqliteSync};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 
@@ -230,15 +229,7 @@ async fn end_state(c: &Client, dpo: &str, id: &str, db_url: &str) -> Value {
         .iter()
         .map(|t| json!([t["from"], t["to"], t["reason"]]))
         .collect();
-    let db = Db::connect(
-        db_url,
-        &DbOptions {
-            max_connections: 1,
-            sqlite_synchronous: SqliteSync::Normal,
-        },
-    )
-    .await
-    .expect("connect");
+    let db = crate::helpers::connect(db_url, 1).await;
     let mut counts = serde_json::Map::new();
     for (name, sql) in [
         ("events", "SELECT COUNT(*) FROM events"),

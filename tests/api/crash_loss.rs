@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use consentry::store::{Db, DbOptions, SqliteSync};
+use consentry::store::Db;
 use futures_util::StreamExt;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
@@ -179,15 +179,7 @@ pub(crate) struct Probe(Db);
 
 impl Probe {
     pub(crate) async fn open(url: &str) -> Self {
-        let db = Db::connect(
-            url,
-            &DbOptions {
-                max_connections: 1,
-                sqlite_synchronous: SqliteSync::Normal,
-            },
-        )
-        .await
-        .expect("connect");
+        let db = crate::helpers::connect(url, 1).await;
         Self(db)
     }
 

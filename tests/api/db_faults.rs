@@ -477,15 +477,7 @@ async fn a_postgresql_deadlock_is_a_conflict_to_run_again() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     let url = crate::helpers::fresh_database_url(dir.path()).await;
-    let db = consentry::store::Db::connect(
-        &url,
-        &consentry::store::DbOptions {
-            max_connections: 4,
-            sqlite_synchronous: consentry::store::SqliteSync::Normal,
-        },
-    )
-    .await
-    .expect("connect");
+    let db = crate::helpers::connect(&url, 4).await;
     db.conn()
         .execute_unprepared("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1), (2)")
         .await

@@ -72,20 +72,25 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }
 
+/// A handle on the database at `url` with at most `max_connections`, for a test's own reads.
+pub async fn connect(url: &str, max_connections: u32) -> Db {
+    Db::connect(
+        url,
+        &consentry::store::DbOptions {
+            max_connections,
+            sqlite_synchronous: consentry::store::SqliteSync::Normal,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connect to the test database: {e}"))
+}
+
 pub async fn fresh_database_url(data_dir: &std::path::Path) -> String {
     let Ok(base) = std::env::var("CONSENTRY_TEST_DATABASE_URL") else {
         return format!("sqlite://{}", data_dir.join("consentry.db").display());
     };
     let name = format!("consentry_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = Db::connect(
-        &base,
-        &consentry::store::DbOptions {
-            max_connections: 1,
-            sqlite_synchronous: consentry::store::SqliteSync::Normal,
-        },
-    )
-    .await
-    .expect("connect to CONSENTRY_TEST_DATABASE_URL");
+    let admin = connect(&base, 1).await;
     admin
         .conn()
         .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))

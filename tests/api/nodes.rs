@@ -282,15 +282,7 @@ async fn three_nodes_over_one_postgresql_share_one_audit_log_events_keys_and_pol
     }
     orders.await.expect("orders");
 
-    let db = consentry::store::Db::connect(
-        &db_url,
-        &consentry::store::DbOptions {
-            max_connections: 1,
-            sqlite_synchronous: consentry::store::SqliteSync::Normal,
-        },
-    )
-    .await
-    .expect("connect");
+    let db = crate::helpers::connect(&db_url, 1).await;
     let events = scalar(
         &db,
         "SELECT COUNT(*) FROM events WHERE message_id LIKE 'order-%'",
