@@ -213,10 +213,11 @@ async fn main() {
             let url = common::fresh_pg(&base).await;
             bench_append(
                 "PostgreSQL",
-                Some(url),
+                Some(url.clone()),
                 env_n("CONSENTRY_BENCH_APPEND_N", 2_000),
             )
             .await;
+            common::drop_pg(&base, &url).await;
         }
     }
     if want("verify") {

@@ -154,6 +154,7 @@ async fn main() {
     import("sqlite, N", None, &large, rows).await;
     if let Ok(base) = std::env::var("CONSENTRY_BENCH_PG") {
         let url = common::fresh_pg(&base).await;
-        import("postgres, N/10", Some(url), &small, rows / 10).await;
+        import("postgres, N/10", Some(url.clone()), &small, rows / 10).await;
+        common::drop_pg(&base, &url).await;
     }
 }

@@ -306,6 +306,8 @@ async fn main() {
     println!("|---|---|---|---|---|");
     run("SQLite", None).await;
     if let Ok(base) = std::env::var("CONSENTRY_BENCH_PG") {
-        run("PostgreSQL", Some(common::fresh_pg(&base).await)).await;
+        let url = common::fresh_pg(&base).await;
+        run("PostgreSQL", Some(url.clone())).await;
+        common::drop_pg(&base, &url).await;
     }
 }

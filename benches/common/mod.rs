@@ -40,6 +40,27 @@ pub async fn fresh_pg(base: &str) -> String {
     url.to_string()
 }
 
+/// Drops a database made by [`fresh_pg`] once its bench is done with it (`FORCE`: the
+/// bench's gateway may still hold connections).
+#[allow(dead_code)]
+pub async fn drop_pg(base: &str, url: &str) {
+    let name = url::Url::parse(url)
+        .expect("url")
+        .path()
+        .trim_start_matches('/')
+        .to_owned();
+    let db = sea_orm::Database::connect(base)
+        .await
+        .expect("connect to PostgreSQL");
+    if let Err(e) = db
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await
+    {
+        eprintln!("could not drop {name}: {e}");
+    }
+    db.close().await.ok();
+}
+
 /// A started gateway and an `ingest` key for it. (Every bench compiles this module on its
 /// own; those that drive the API directly do not use it.)
 #[allow(dead_code)]

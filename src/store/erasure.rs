@@ -75,6 +75,11 @@ pub async fn erase<C: ConnectionTrait>(c: &C, subject_id: &str) -> Result<Erased
         .all(c)
         .await?;
     ids.push(subject_id.to_owned());
+    ids.sort();
+    // Ingest locks a person's subject rows before it writes their events and aggregates;
+    // taking them first here, in the same order, means the two queue instead of
+    // deadlocking on one person (PostgreSQL; SQLite has one writer at a time).
+    super::profiles::lock_subjects(c, &ids).await?;
     let backend = c.get_database_backend();
     let mut removed = Vec::with_capacity(HOLDERS.len());
     if backend == DbBackend::Postgres && ids.len() <= 1000 {

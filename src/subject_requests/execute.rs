@@ -176,9 +176,25 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Step 2: the work and the end state, in one transaction. A request another run has
-    /// finished meanwhile is shown as it is.
+    /// Step 2, run again (up to four times) when PostgreSQL gave the transaction up in
+    /// favour of a concurrent one (a deadlock or serialization failure): it changed
+    /// nothing, so the whole of the work starts over.
     async fn perform(&self, id: &str) -> Result<RequestView, RequestError> {
+        let mut attempts = 0;
+        loop {
+            match self.perform_once(id).await {
+                Err(e) if attempts < 4 && e.is_transaction_conflict() => {
+                    attempts += 1;
+                    tracing::info!(request = %id, attempts, "request rolled back by a concurrent transaction; running it again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The work and the end state, in one transaction. A request another run has
+    /// finished meanwhile is shown as it is.
+    async fn perform_once(&self, id: &str) -> Result<RequestView, RequestError> {
         let r = &self.requests;
         let txn = r.db.begin_write().await?;
         let mut row = repo::lock(&txn, id).await?.ok_or(RequestError::NotFound)?;

@@ -58,6 +58,19 @@ pub enum RequestError {
     Audit(#[from] AuditError),
 }
 
+impl RequestError {
+    /// The database rolled the transaction back in favour of a concurrent one; running
+    /// it again can succeed (see [`StoreError::is_transaction_conflict`]).
+    pub fn is_transaction_conflict(&self) -> bool {
+        match self {
+            RequestError::Store(e) | RequestError::Audit(AuditError::Store(e)) => {
+                e.is_transaction_conflict()
+            }
+            _ => false,
+        }
+    }
+}
+
 fn invalid(m: impl Into<String>) -> RequestError {
     RequestError::Invalid(m.into())
 }

@@ -1341,3 +1341,55 @@ async fn the_retention_sweep_deletes_what_no_purpose_may_keep_any_longer() {
     let again = sweeper.sweep(false).await.unwrap();
     assert_eq!((again.events, again.traits), (0, 0));
 }
+
+/// PostgreSQL: ingest locks a person's subject row, then writes their aggregates; an
+/// erasure of that person at the same moment must queue behind it (or be run again if
+/// the database gives it up in a deadlock), and complete, never fail.
+#[tokio::test]
+async fn an_erasure_meeting_an_ingest_on_the_same_person_completes() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    if app.backend() != sea_orm::DbBackend::Postgres {
+        return; // SQLite has one writer at a time: the two cannot interleave.
+    }
+    let (_, dpo) = app.create_key("dpo").await;
+    known_person(&app, "locked.canary@example.org").await;
+    assert_eq!(app.count("aggregates", "").await, 1);
+    let id = verified(&app, &dpo, "erasure", "locked.canary@example.org").await;
+    // What ingest does for a known person, held open: the subject row locked first.
+    let ingest = app.db.begin_write().await.expect("begin");
+    ingest
+        .execute_unprepared("SELECT id FROM subjects ORDER BY id FOR UPDATE")
+        .await
+        .expect("lock the subject");
+    let erase = act(&app, &dpo, &id, "execute", json!({}));
+    let rest_of_ingest = async {
+        // Once the erasure waits for a lock, ingest goes on to the aggregates.
+        let mut waited = 0;
+        while app
+            .scalar_i64(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await
+            == 0
+        {
+            waited += 1;
+            assert!(
+                waited < 500,
+                "the erasure never waited for the ingest's lock"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let r = ingest
+            .execute_unprepared("UPDATE aggregates SET purchase_count = purchase_count + 1")
+            .await;
+        ingest.commit().await.expect("ingest commits");
+        r
+    };
+    let (erased, ingested) = tokio::join!(erase, rest_of_ingest);
+    ingested.expect("the ingest is not the one given up");
+    assert_eq!(erased.status(), 200, "{}", erased.text().await.unwrap());
+    assert_eq!(app.count("aggregates", "").await, 0);
+    assert_eq!(app.active_subjects().await, 0);
+}
