@@ -584,6 +584,7 @@ async fn main() {
     }
     // Memory while it runs: sampled every 10 s.
     let mut rss_samples = Vec::new();
+    let mut heap_samples = Vec::new();
     while Instant::now() < end {
         tokio::time::sleep(
             Duration::from_secs(10).min(end.saturating_duration_since(Instant::now())),
@@ -591,6 +592,9 @@ async fn main() {
         .await;
         if let Some(kib) = rss_kib(gateway.pid) {
             rss_samples.push(kib);
+        }
+        if let Some(kib) = status_kib(gateway.pid, "RssAnon:") {
+            heap_samples.push(kib);
         }
     }
     for t in tasks {
@@ -619,14 +623,21 @@ async fn main() {
         mib(anon_end),
         mib(file_end)
     );
-    let minutes: Vec<String> = rss_samples
-        .iter()
-        .skip(5)
-        .step_by(6)
-        .map(|k| format!("{:.0}", *k as f64 / 1024.0))
-        .collect();
+    let each_minute = |samples: &[u64]| -> Vec<String> {
+        samples
+            .iter()
+            .skip(5)
+            .step_by(6)
+            .map(|k| format!("{:.0}", *k as f64 / 1024.0))
+            .collect()
+    };
+    let minutes = each_minute(&rss_samples);
     if !minutes.is_empty() {
         println!("RSS at each minute (MiB): {}", minutes.join(", "));
+        println!(
+            "heap (RssAnon) at each minute (MiB): {}",
+            each_minute(&heap_samples).join(", ")
+        );
     }
     if rss_samples.len() > 2 {
         let third = rss_samples.len() / 3;
