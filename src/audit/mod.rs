@@ -89,10 +89,22 @@ impl AuditLog {
         c: &C,
         new: NewEntry,
     ) -> Result<u64, AuditError> {
+        self.append_with(c, None, new).await
+    }
+
+    /// As [`AuditLog::append`], with the change the entry records (`change`: a statement
+    /// that writes exactly one row) sent in the same round trip to the database. The change
+    /// is made whatever becomes of the entry's first try.
+    pub async fn append_with<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        change: Option<sea_orm::Statement>,
+        new: NewEntry,
+    ) -> Result<u64, AuditError> {
         // Try the sequence number this node expects next; if another node or process
         // appended meanwhile, lock the head, read the true size and append there.
         let mut entry = new.into_entry(self.next_hint.load(Ordering::Relaxed), self.clock.now());
-        if !store::audit::insert_entry_if_next(c, &entry.to_row()).await? {
+        if !store::audit::insert_entry_if_next_after(c, change, &entry.to_row()).await? {
             let size = store::audit::lock_head(c).await?;
             entry.seq = u64::try_from(size).map_err(|_| AuditError::CorruptHead)?;
             if !store::audit::insert_entry_if_next(c, &entry.to_row()).await? {

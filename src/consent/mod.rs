@@ -336,8 +336,6 @@ impl Ledger<'_> {
                 .transpose()
                 .map_err(|e| invalid(format!("proof: {e}")))?,
         };
-        let txn = self.db.begin_write().await?;
-        repo::insert(&txn, &row).await?;
         let entry = NewEntry {
             subject_ref: Some(self.audit.subject_ref(&subject)?),
             ..NewEntry::new(self.actor.clone(), "consent.record", Outcome::Ok)
@@ -347,7 +345,10 @@ impl Ledger<'_> {
                     format!("status:{status}"),
                 ])
         };
-        self.audit.append(&txn, entry).await?;
+        // The record and its entry go to the database together: one round trip.
+        let txn = self.db.begin_write().await?;
+        let insert = repo::insert_statement(self.db.backend(), &row);
+        self.audit.append_with(&txn, Some(insert), entry).await?;
         txn.commit().await.map_err(StoreError::from)?;
         let mut record = to_record(row);
         if status == "pending" {
@@ -394,7 +395,6 @@ impl Ledger<'_> {
             recorded_by: self.actor.key_id.clone(),
             proof: None,
         };
-        repo::insert(&txn, &row).await?;
         let entry = NewEntry {
             subject_ref: Some(self.audit.subject_ref(subject_id)?),
             ..NewEntry::new(self.actor.clone(), "consent.record", Outcome::Ok)
@@ -405,7 +405,8 @@ impl Ledger<'_> {
                     format!("method:{method}"),
                 ])
         };
-        self.audit.append(&txn, entry).await?;
+        let insert = repo::insert_statement(self.db.backend(), &row);
+        self.audit.append_with(&txn, Some(insert), entry).await?;
         txn.commit().await.map_err(StoreError::from)?;
         Ok(true)
     }
@@ -442,14 +443,14 @@ impl Ledger<'_> {
             proof: None,
             ..pending.clone()
         };
-        repo::insert(&txn, &row).await?;
         let entry = NewEntry {
             subject_ref: Some(self.audit.subject_ref(&row.subject_id)?),
             ..NewEntry::new(self.actor.clone(), "consent.confirm", Outcome::Ok)
                 .request_id(self.request_id.clone())
                 .attributes(vec![format!("consent:{}", row.consent)])
         };
-        self.audit.append(&txn, entry).await?;
+        let insert = repo::insert_statement(self.db.backend(), &row);
+        self.audit.append_with(&txn, Some(insert), entry).await?;
         txn.commit().await.map_err(StoreError::from)?;
         Ok(to_record(row))
     }

@@ -2,7 +2,7 @@
 //! moves rows, always inside the caller's transaction when writing.
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, RuntimeErr, Statement, Value,
+    QueryOrder, QuerySelect, RuntimeErr, Statement,
 };
 
 use super::StoreError;
@@ -107,21 +107,53 @@ pub async fn insert_entry_if_next<C: ConnectionTrait>(
     c: &C,
     e: &EntryRow,
 ) -> Result<bool, StoreError> {
+    insert_entry_if_next_after(c, None, e).await
+}
+
+/// As [`insert_entry_if_next`], sent in one round trip together with `before`: a statement
+/// that writes exactly one row (the change the entry records). `before` is carried out
+/// whether or not the entry goes in. SQLite runs the two statements in sequence; PostgreSQL
+/// runs `before` as a data-modifying `WITH` of the entry's insert.
+pub async fn insert_entry_if_next_after<C: ConnectionTrait>(
+    c: &C,
+    before: Option<Statement>,
+    e: &EntryRow,
+) -> Result<bool, StoreError> {
+    const COLUMNS: &str = "INSERT INTO audit_entries (seq, at_us, actor_key_id, actor_role, \
+        action, purpose, subject_ref, attributes, outcome, request_id, leaf_hash)";
     let backend = c.get_database_backend();
+    let sqlite_before_rows = u64::from(backend != DbBackend::Postgres && before.is_some());
+    let (before_sql, mut values) = match before {
+        Some(b) => (Some(b.sql), b.values.map(|v| v.0).unwrap_or_default()),
+        None => (None, Vec::new()),
+    };
     let sql = match backend {
         DbBackend::Postgres => {
-            "INSERT INTO audit_entries (seq, at_us, actor_key_id, actor_role, action, purpose, \
-             subject_ref, attributes, outcome, request_id, leaf_hash) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM audit_head \
-             WHERE id = 1 AND size = $12 FOR UPDATE"
+            // The entry's placeholders follow `before`'s.
+            let at = values.len();
+            let p: Vec<String> = (at + 1..=at + 12).map(|i| format!("${i}")).collect();
+            let insert = format!(
+                "{COLUMNS} SELECT {} FROM audit_head WHERE id = 1 AND size = {} FOR UPDATE",
+                p[..11].join(", "),
+                p[11]
+            );
+            match before_sql {
+                Some(b) => format!("WITH before AS ({b}) {insert}"),
+                None => insert,
+            }
         }
         _ => {
-            "INSERT INTO audit_entries (seq, at_us, actor_key_id, actor_role, action, purpose, \
-             subject_ref, attributes, outcome, request_id, leaf_hash) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM audit_head WHERE id = 1 AND size = ?"
+            let insert = format!(
+                "{COLUMNS} SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM audit_head \
+                 WHERE id = 1 AND size = ?"
+            );
+            match before_sql {
+                Some(b) => format!("{b}; {insert}"),
+                None => insert,
+            }
         }
     };
-    let values: Vec<Value> = vec![
+    values.extend([
         e.seq.into(),
         e.at_us.into(),
         e.actor_key_id.clone().into(),
@@ -134,11 +166,21 @@ pub async fn insert_entry_if_next<C: ConnectionTrait>(
         e.request_id.clone().into(),
         e.leaf_hash.clone().into(),
         e.seq.into(),
-    ];
+    ]);
     let res = c
         .execute_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?;
-    Ok(res.rows_affected() == 1)
+    // SQLite counts the rows of both statements; PostgreSQL those of the entry's insert.
+    match res.rows_affected().checked_sub(sqlite_before_rows) {
+        Some(n) if n <= 1 => Ok(n == 1),
+        _ => Err(StoreError::Corrupt {
+            table: "audit_entries",
+            reason: format!(
+                "the statement before the entry changed {} rows, not 1",
+                res.rows_affected()
+            ),
+        }),
+    }
 }
 
 /// Entries with `seq >= from`, in order, at most `limit`.

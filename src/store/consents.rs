@@ -40,6 +40,15 @@ impl From<consent::Model> for ConsentRow {
 }
 
 pub async fn insert<C: ConnectionTrait>(c: &C, r: &ConsentRow) -> Result<(), StoreError> {
+    c.execute_raw(insert_statement(c.get_database_backend(), r))
+        .await?;
+    Ok(())
+}
+
+/// The insert of one record, to send with its audit entry
+/// ([`crate::audit::AuditLog::append_with`]).
+pub fn insert_statement(backend: sea_orm::DbBackend, r: &ConsentRow) -> sea_orm::Statement {
+    use sea_orm::QueryTrait;
     Consent::insert(consent::ActiveModel {
         id: Set(r.id.clone()),
         subject_id: Set(r.subject_id.clone()),
@@ -53,9 +62,7 @@ pub async fn insert<C: ConnectionTrait>(c: &C, r: &ConsentRow) -> Result<(), Sto
         recorded_by: Set(r.recorded_by.clone()),
         proof: Set(r.proof.clone()),
     })
-    .exec_without_returning(c)
-    .await?;
-    Ok(())
+    .build(backend)
 }
 
 /// A subject's records, oldest capture first (ties in recording order).

@@ -478,3 +478,47 @@ async fn concurrent_records_are_each_committed_with_their_audit_entry() {
     let report = app.verify().await.expect("the log verifies");
     assert!(report.entries as i64 >= entries_before + 24);
 }
+
+/// The record and its audit entry go to the database in one round trip; when another
+/// node or process appended to the log meanwhile, the entry's first try misses the head
+/// and is made again at the true size, in the same transaction: the record is stored once,
+/// with its entry, and the log has no gap.
+#[tokio::test]
+async fn a_record_is_stored_once_with_its_entry_when_another_writer_moved_the_audit_head() {
+    let app = spawn_app().await;
+    let (_, key) = app.create_key("ingest").await;
+    let body = grant("personalization", "granted", "2026-11-01T10:00:00Z");
+    assert_eq!(post(&app, &key, &body).await.status(), 201);
+    // A second writer of the same log (another node): its appends leave this node's
+    // expected next sequence number behind.
+    let other = consentry::audit::AuditLog::new(
+        app.keyring.clone(),
+        app.clock.clone(),
+        app.state.settings.audit_origin.clone(),
+        1000,
+    );
+    for _ in 0..3 {
+        let entry = consentry::audit::NewEntry::new(
+            consentry::domain::Actor::anonymous(),
+            "test.other_node",
+            consentry::audit::Outcome::Ok,
+        );
+        other
+            .record(&app.db, entry)
+            .await
+            .expect("the other node appends");
+    }
+    let withdrawn = grant("personalization", "withdrawn", "2026-11-02T10:00:00Z");
+    let r = post(&app, &key, &withdrawn).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(app.count("consents", "").await, 2, "stored once");
+    assert_eq!(
+        app.count("audit_entries", "WHERE action = 'consent.record'")
+            .await,
+        2
+    );
+    let report = app.verify().await.expect("the log verifies");
+    let size = app.scalar_i64("SELECT size FROM audit_head").await;
+    assert_eq!(report.entries as i64, size);
+    assert_eq!(app.count("audit_entries", "").await, size, "no gap");
+}
