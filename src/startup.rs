@@ -35,6 +35,8 @@ pub struct AppState {
     pub mailer: Option<Arc<crate::subject_requests::codes::Mailer>>,
     /// Per-key rate limits on expensive routes and the bound on streams in flight.
     pub limits: crate::limits::Limits,
+    /// The group-commit writer of consent records.
+    pub consents: crate::consent::writer::Writer,
 }
 
 impl AppState {
@@ -217,6 +219,7 @@ impl Application {
             core.settings.access_token_ttl_secs,
             core.settings.auth_failures_per_minute,
         )?;
+        let consents = crate::consent::writer::Writer::start(core.db.clone(), core.audit.clone());
         let state = web::Data::new(AppState {
             settings: Arc::clone(&core.settings),
             db: core.db,
@@ -229,6 +232,7 @@ impl Application {
             metrics: crate::telemetry::metrics_handle(),
             mailer,
             limits: crate::limits::Limits::new(&core.settings),
+            consents,
         });
         let listener =
             TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;

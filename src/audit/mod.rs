@@ -120,6 +120,41 @@ impl AuditLog {
         Ok(seq)
     }
 
+    /// Appends `entries` at the sequence numbers this node expects next, in one call to
+    /// the database together with `changes` (a statement and the number of rows it
+    /// writes: what the entries record). Returns their sequence numbers, or `None` when
+    /// another node or process appended meanwhile: then `changes` were made without their
+    /// entries, and the caller must roll the transaction back (and can append one by one
+    /// with [`AuditLog::append_with`], which finds the head).
+    pub async fn append_batch_with<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        changes: (sea_orm::Statement, u64),
+        entries: Vec<NewEntry>,
+    ) -> Result<Option<Vec<u64>>, AuditError> {
+        let first = self.next_hint.load(Ordering::Relaxed);
+        let now = self.clock.now();
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .zip(first..)
+            .map(|(e, seq)| e.into_entry(seq, now))
+            .collect();
+        let rows: Vec<_> = entries.iter().map(Entry::to_row).collect();
+        if !store::audit::insert_entries_if_next_after(c, Some(changes), &rows).await? {
+            return Ok(None);
+        }
+        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+        let end = first + seqs.len() as u64;
+        self.next_hint.store(end, Ordering::Relaxed);
+        for size in first + 1..=end {
+            if size.is_multiple_of(self.checkpoint_every) {
+                self.insert_checkpoint(c, size).await?;
+            }
+        }
+        metrics::counter!("consentry_audit_entries_appended_total").increment(seqs.len() as u64);
+        Ok(Some(seqs))
+    }
+
     /// Records an entry that goes with no other change (a refusal, a token issued), in a
     /// transaction of its own.
     pub async fn record(&self, db: &Db, new: NewEntry) -> Result<u64, AuditError> {

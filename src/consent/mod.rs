@@ -6,6 +6,7 @@
 pub mod confirm;
 pub mod receipt;
 pub mod unsubscribe;
+pub mod writer;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -293,6 +294,9 @@ pub struct Ledger<'a> {
     pub actor: Actor,
     pub request_id: Option<String>,
     pub now: Timestamp,
+    /// The node's group-commit writer for new records ([`writer`]); without it each
+    /// record is committed in a transaction of its own.
+    pub writer: Option<&'a writer::Writer>,
 }
 
 impl Ledger<'_> {
@@ -345,11 +349,16 @@ impl Ledger<'_> {
                     format!("status:{status}"),
                 ])
         };
-        // The record and its entry go to the database together: one round trip.
-        let txn = self.db.begin_write().await?;
-        let insert = repo::insert_statement(self.db.backend(), &row);
-        self.audit.append_with(&txn, Some(insert), entry).await?;
-        txn.commit().await.map_err(StoreError::from)?;
+        match self.writer {
+            Some(writer) => writer.write(row.clone(), entry).await?,
+            None => {
+                // The record and its entry go to the database together: one round trip.
+                let txn = self.db.begin_write().await?;
+                let insert = repo::insert_statement(self.db.backend(), &row);
+                self.audit.append_with(&txn, Some(insert), entry).await?;
+                txn.commit().await.map_err(StoreError::from)?;
+            }
+        }
         let mut record = to_record(row);
         if status == "pending" {
             let expires = self.now.plus_seconds(self.confirm_ttl_secs);

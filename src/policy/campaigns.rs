@@ -688,6 +688,7 @@ impl Unsubscriber<'_> {
                     actor: Actor::anonymous(),
                     request_id: None,
                     now: self.now,
+                    writer: None,
                 };
                 ledger
                     .withdraw_subject(

@@ -107,77 +107,122 @@ pub async fn insert_entry_if_next<C: ConnectionTrait>(
     c: &C,
     e: &EntryRow,
 ) -> Result<bool, StoreError> {
-    insert_entry_if_next_after(c, None, e).await
+    insert_entries_if_next_after(c, None, std::slice::from_ref(e)).await
 }
 
 /// As [`insert_entry_if_next`], sent in one round trip together with `before`: a statement
 /// that writes exactly one row (the change the entry records). `before` is carried out
-/// whether or not the entry goes in. SQLite runs the two statements in sequence; PostgreSQL
-/// runs `before` as a data-modifying `WITH` of the entry's insert.
+/// whether or not the entry goes in.
 pub async fn insert_entry_if_next_after<C: ConnectionTrait>(
     c: &C,
     before: Option<Statement>,
     e: &EntryRow,
 ) -> Result<bool, StoreError> {
+    insert_entries_if_next_after(c, before.map(|b| (b, 1)), std::slice::from_ref(e)).await
+}
+
+/// Inserts `es` (consecutive sequence numbers, the first of them the head's current
+/// size) in one statement, sent in one round trip together with `before` (a statement
+/// and the number of rows it writes: the changes the entries record). All of `es` go
+/// in, or (another append got there first) none, and `false`; `before` is carried out
+/// either way. SQLite runs the two statements in sequence; PostgreSQL runs `before` as a
+/// data-modifying `WITH` of the entries' insert.
+pub async fn insert_entries_if_next_after<C: ConnectionTrait>(
+    c: &C,
+    before: Option<(Statement, u64)>,
+    es: &[EntryRow],
+) -> Result<bool, StoreError> {
     const COLUMNS: &str = "INSERT INTO audit_entries (seq, at_us, actor_key_id, actor_role, \
         action, purpose, subject_ref, attributes, outcome, request_id, leaf_hash)";
+    const NAMES: &str = "seq, at_us, actor_key_id, actor_role, action, purpose, subject_ref, \
+        attributes, outcome, request_id, leaf_hash";
+    let Some(first) = es.first() else {
+        return Ok(true);
+    };
+    debug_assert!(es.windows(2).all(|w| w[1].seq == w[0].seq + 1));
     let backend = c.get_database_backend();
-    let sqlite_before_rows = u64::from(backend != DbBackend::Postgres && before.is_some());
+    let pg = backend == DbBackend::Postgres;
+    let before_rows = before.as_ref().map_or(0, |(_, n)| *n);
     let (before_sql, mut values) = match before {
-        Some(b) => (Some(b.sql), b.values.map(|v| v.0).unwrap_or_default()),
+        Some((b, _)) => (Some(b.sql), b.values.map(|v| v.0).unwrap_or_default()),
         None => (None, Vec::new()),
     };
-    let sql = match backend {
-        DbBackend::Postgres => {
-            // The entry's placeholders follow `before`'s.
-            let at = values.len();
-            let p: Vec<String> = (at + 1..=at + 12).map(|i| format!("${i}")).collect();
-            let insert = format!(
-                "{COLUMNS} SELECT {} FROM audit_head WHERE id = 1 AND size = {} FOR UPDATE",
-                p[..11].join(", "),
-                p[11]
-            );
-            match before_sql {
-                Some(b) => format!("WITH before AS ({b}) {insert}"),
-                None => insert,
-            }
-        }
-        _ => {
-            let insert = format!(
-                "{COLUMNS} SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM audit_head \
-                 WHERE id = 1 AND size = ?"
-            );
-            match before_sql {
-                Some(b) => format!("{b}; {insert}"),
-                None => insert,
-            }
+    // Placeholders: `$n` numbered after `before`'s on PostgreSQL, `?` in order on SQLite.
+    let mut next = values.len();
+    let mut param = || {
+        next += 1;
+        if pg {
+            format!("${next}")
+        } else {
+            "?".to_owned()
         }
     };
-    values.extend([
-        e.seq.into(),
-        e.at_us.into(),
-        e.actor_key_id.clone().into(),
-        e.actor_role.clone().into(),
-        e.action.clone().into(),
-        e.purpose.clone().into(),
-        e.subject_ref.clone().into(),
-        e.attributes.clone().into(),
-        e.outcome.clone().into(),
-        e.request_id.clone().into(),
-        e.leaf_hash.clone().into(),
-        e.seq.into(),
-    ]);
+    let insert = if es.len() == 1 {
+        let p: Vec<String> = (0..11).map(|_| param()).collect();
+        let size = param();
+        format!(
+            "{COLUMNS} SELECT {} FROM audit_head WHERE id = 1 AND size = {size}{}",
+            p.join(", "),
+            if pg { " FOR UPDATE" } else { "" }
+        )
+    } else {
+        let rows: Vec<String> = es
+            .iter()
+            .map(|_| {
+                let p: Vec<String> = (0..11).map(|_| param()).collect();
+                format!("({})", p.join(", "))
+            })
+            .collect();
+        let size = param();
+        if pg {
+            format!(
+                "{COLUMNS} SELECT v.* FROM (VALUES {}) AS v({NAMES}) CROSS JOIN audit_head h \
+                 WHERE h.id = 1 AND h.size = {size} FOR UPDATE OF h",
+                rows.join(", ")
+            )
+        } else {
+            format!(
+                "{COLUMNS} SELECT * FROM (VALUES {}) \
+                 WHERE EXISTS (SELECT 1 FROM audit_head WHERE id = 1 AND size = {size})",
+                rows.join(", ")
+            )
+        }
+    };
+    let sql = match (before_sql, pg) {
+        (Some(b), true) => format!("WITH before AS ({b}) {insert}"),
+        (Some(b), false) => format!("{b}; {insert}"),
+        (None, _) => insert,
+    };
+    for e in es {
+        values.extend([
+            e.seq.into(),
+            e.at_us.into(),
+            e.actor_key_id.clone().into(),
+            e.actor_role.clone().into(),
+            e.action.clone().into(),
+            e.purpose.clone().into(),
+            e.subject_ref.clone().into(),
+            e.attributes.clone().into(),
+            e.outcome.clone().into(),
+            e.request_id.clone().into(),
+            e.leaf_hash.clone().into(),
+        ]);
+    }
+    values.push(first.seq.into());
     let res = c
         .execute_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?;
-    // SQLite counts the rows of both statements; PostgreSQL those of the entry's insert.
-    match res.rows_affected().checked_sub(sqlite_before_rows) {
-        Some(n) if n <= 1 => Ok(n == 1),
+    // SQLite counts the rows of both statements; PostgreSQL those of the entries' insert.
+    let counted_before = if pg { 0 } else { before_rows };
+    match res.rows_affected().checked_sub(counted_before) {
+        Some(0) => Ok(false),
+        Some(n) if n == es.len() as u64 => Ok(true),
         _ => Err(StoreError::Corrupt {
             table: "audit_entries",
             reason: format!(
-                "the statement before the entry changed {} rows, not 1",
-                res.rows_affected()
+                "{} rows written, for {before_rows} changes and {} entries",
+                res.rows_affected(),
+                es.len()
             ),
         }),
     }

@@ -45,11 +45,19 @@ pub async fn insert<C: ConnectionTrait>(c: &C, r: &ConsentRow) -> Result<(), Sto
     Ok(())
 }
 
-/// The insert of one record, to send with its audit entry
-/// ([`crate::audit::AuditLog::append_with`]).
-pub fn insert_statement(backend: sea_orm::DbBackend, r: &ConsentRow) -> sea_orm::Statement {
+/// The insert of several records in one statement (SQLite and PostgreSQL alike count
+/// one row each), to send with their audit entries
+/// ([`crate::audit::AuditLog::append_batch_with`]).
+pub fn insert_many_statement<'r>(
+    backend: sea_orm::DbBackend,
+    rows: impl IntoIterator<Item = &'r ConsentRow>,
+) -> sea_orm::Statement {
     use sea_orm::QueryTrait;
-    Consent::insert(consent::ActiveModel {
+    Consent::insert_many(rows.into_iter().map(active)).build(backend)
+}
+
+fn active(r: &ConsentRow) -> consent::ActiveModel {
+    consent::ActiveModel {
         id: Set(r.id.clone()),
         subject_id: Set(r.subject_id.clone()),
         consent: Set(r.consent.clone()),
@@ -61,8 +69,14 @@ pub fn insert_statement(backend: sea_orm::DbBackend, r: &ConsentRow) -> sea_orm:
         recorded_at: Set(r.recorded_at),
         recorded_by: Set(r.recorded_by.clone()),
         proof: Set(r.proof.clone()),
-    })
-    .build(backend)
+    }
+}
+
+/// The insert of one record, to send with its audit entry
+/// ([`crate::audit::AuditLog::append_with`]).
+pub fn insert_statement(backend: sea_orm::DbBackend, r: &ConsentRow) -> sea_orm::Statement {
+    use sea_orm::QueryTrait;
+    Consent::insert(active(r)).build(backend)
 }
 
 /// A subject's records, oldest capture first (ties in recording order).

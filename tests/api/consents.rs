@@ -522,3 +522,91 @@ async fn a_record_is_stored_once_with_its_entry_when_another_writer_moved_the_au
     assert_eq!(report.entries as i64, size);
     assert_eq!(app.count("audit_entries", "").await, size, "no gap");
 }
+
+/// The group commit's one call: several records and their audit entries in one statement
+/// each side (on PostgreSQL one statement in all), on either database; and when the log's
+/// head is elsewhere, nothing of the entries goes in.
+#[tokio::test]
+async fn several_records_and_their_entries_go_in_together_or_their_entries_not_at_all() {
+    use consentry::audit::{NewEntry, Outcome};
+    use consentry::domain::Actor;
+    use consentry::store::consents::{ConsentRow, insert_many_statement};
+    let app = spawn_app().await;
+    let audit = &app.state.audit;
+    // Brings this node's expected next sequence number up to the head.
+    audit
+        .record(
+            &app.db,
+            NewEntry::new(Actor::anonymous(), "test.sync", Outcome::Ok),
+        )
+        .await
+        .expect("sync");
+    let rows = |tag: &str| -> Vec<ConsentRow> {
+        (0..5)
+            .map(|i| ConsentRow {
+                id: format!("{tag}{i}"),
+                subject_id: format!("s{i}"),
+                consent: "personalization".into(),
+                status: "granted".into(),
+                method: "api".into(),
+                source: "test".into(),
+                notice_version: Some("v1".into()),
+                captured_at: 1_796_000_000_000_000,
+                recorded_at: 1_796_000_000_000_000,
+                recorded_by: "k".into(),
+                proof: None,
+            })
+            .collect()
+    };
+    let entries = || vec![NewEntry::new(Actor::anonymous(), "consent.record", Outcome::Ok); 5];
+    let batch = rows("a");
+    let txn = app.db.begin_write().await.expect("begin");
+    let placed = audit
+        .append_batch_with(
+            &txn,
+            (insert_many_statement(app.backend(), &batch), 5),
+            entries(),
+        )
+        .await
+        .expect("append");
+    txn.commit().await.expect("commit");
+    let size = app.scalar_i64("SELECT size FROM audit_head").await;
+    assert_eq!(
+        placed,
+        Some(((size - 5) as u64..size as u64).collect::<Vec<_>>())
+    );
+    assert_eq!(app.count("consents", "").await, 5);
+    app.verify().await.expect("the log verifies");
+
+    // Another writer moves the head: the batch's entries do not go in.
+    let other = consentry::audit::AuditLog::new(
+        app.keyring.clone(),
+        app.clock.clone(),
+        app.state.settings.audit_origin.clone(),
+        1000,
+    );
+    other
+        .record(
+            &app.db,
+            NewEntry::new(Actor::anonymous(), "test.other", Outcome::Ok),
+        )
+        .await
+        .expect("other");
+    let batch = rows("b");
+    let txn = app.db.begin_write().await.expect("begin");
+    let placed = audit
+        .append_batch_with(
+            &txn,
+            (insert_many_statement(app.backend(), &batch), 5),
+            entries(),
+        )
+        .await
+        .expect("append");
+    assert_eq!(placed, None);
+    txn.rollback().await.expect("rollback");
+    assert_eq!(app.count("consents", "").await, 5);
+    assert_eq!(
+        app.scalar_i64("SELECT size FROM audit_head").await,
+        size + 1
+    );
+}

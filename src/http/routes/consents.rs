@@ -24,6 +24,7 @@ fn ledger<'a>(
         actor,
         request_id,
         now: state.clock.now(),
+        writer: Some(&state.consents),
     }
 }
 
