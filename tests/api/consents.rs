@@ -558,17 +558,23 @@ async fn several_records_and_their_entries_go_in_together_or_their_entries_not_a
             })
             .collect()
     };
-    let entries = || vec![NewEntry::new(Actor::anonymous(), "consent.record", Outcome::Ok); 5];
-    let batch = rows("a");
-    let txn = app.db.begin_write().await.expect("begin");
-    let placed = audit
-        .append_batch_with(
-            &txn,
-            (insert_many_statement(app.backend(), &batch), 5),
-            entries(),
-        )
-        .await
-        .expect("append");
+    // Five records and their five entries, in a transaction left open for the caller.
+    let app = &app;
+    let rows = &rows;
+    let batch = |tag: &'static str| async move {
+        let txn = app.db.begin_write().await.expect("begin");
+        let entries = vec![NewEntry::new(Actor::anonymous(), "consent.record", Outcome::Ok); 5];
+        let placed = audit
+            .append_batch_with(
+                &txn,
+                (insert_many_statement(app.backend(), &rows(tag)), 5),
+                entries,
+            )
+            .await
+            .expect("append");
+        (txn, placed)
+    };
+    let (txn, placed) = batch("a").await;
     txn.commit().await.expect("commit");
     let size = app.scalar_i64("SELECT size FROM audit_head").await;
     assert_eq!(
@@ -592,16 +598,7 @@ async fn several_records_and_their_entries_go_in_together_or_their_entries_not_a
         )
         .await
         .expect("other");
-    let batch = rows("b");
-    let txn = app.db.begin_write().await.expect("begin");
-    let placed = audit
-        .append_batch_with(
-            &txn,
-            (insert_many_statement(app.backend(), &batch), 5),
-            entries(),
-        )
-        .await
-        .expect("append");
+    let (txn, placed) = batch("b").await;
     assert_eq!(placed, None);
     txn.rollback().await.expect("rollback");
     assert_eq!(app.count("consents", "").await, 5);
