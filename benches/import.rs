@@ -1,8 +1,8 @@
 //! Import of a CRM CSV through `consentry import`'s code path: rows/s and the process's
 //! peak memory (VmHWM, and the highest heap and mapped-file RSS sampled every 50 ms) for a
-//! file of N rows and one of N/10, to show memory does not grow
-//! with the file. The baseline, in the same run, is reading the same file with the `csv`
-//! crate alone (no identity resolution, no encryption, no database).
+//! file of N rows and one of N/10, to show memory does not grow with the file. The
+//! baseline, in the same run, is reading the same file with the `csv` crate alone (no
+//! identity resolution, no encryption, no database).
 //!
 //! `cargo bench --bench import`; `CONSENTRY_BENCH_IMPORT_ROWS` (default 1,000,000);
 //! `CONSENTRY_BENCH_PG=postgres://...` adds PostgreSQL (at N/10 rows).
