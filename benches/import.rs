@@ -117,9 +117,12 @@ fn baseline(path: &std::path::Path) -> f64 {
 
 async fn import(label: &str, url: Option<String>, path: &std::path::Path, rows: u64) {
     let dir = tempfile::tempdir().expect("tmp");
-    let core = Core::open(common::settings(dir.path(), url), Arc::new(SystemClock))
-        .await
-        .expect("core");
+    let core = Core::open(
+        common::settings(dir.path(), url).for_import(),
+        Arc::new(SystemClock),
+    )
+    .await
+    .expect("core");
     let policies = core.policies.get();
     let keyring = core.keyring.get();
     let mapping = Mapping::parse(MAPPING, &policies).expect("mapping");

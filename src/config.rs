@@ -42,6 +42,9 @@ pub struct Settings {
     pub database_acquire_timeout_secs: u64,
     /// SQLite `synchronous`; default `normal` in development, `full` in production.
     pub sqlite_synchronous: Option<SqliteSync>,
+    /// How much of the SQLite file is read through a memory map, in MiB (0: none);
+    /// default 256, and 0 for `consentry import`, which mostly writes.
+    pub sqlite_mmap_mib: Option<u64>,
     /// Base64 of 32 random bytes.
     #[serde(serialize_with = "ser_secret_opt")]
     pub master_key: Option<SecretString>,
@@ -139,6 +142,7 @@ impl Default for Settings {
             database_max_connections: 8,
             database_acquire_timeout_secs: 5,
             sqlite_synchronous: None,
+            sqlite_mmap_mib: None,
             master_key: None,
             master_key_file: None,
             log_format: LogFormat::Text,
@@ -334,7 +338,23 @@ impl Settings {
             (None, Mode::Development) => SqliteSync::Normal,
         }
     }
+
+    /// The SQLite memory map's size in bytes.
+    pub fn effective_sqlite_mmap_bytes(&self) -> u64 {
+        self.sqlite_mmap_mib.unwrap_or(DEFAULT_SQLITE_MMAP_MIB) * 1024 * 1024
+    }
+
+    /// These settings as `consentry import` uses them: without a memory map unless one
+    /// is configured. An import mostly writes; a map would only add the pages it reads
+    /// back (identifier look-ups) to the process's RSS, up to its size.
+    pub fn for_import(mut self) -> Self {
+        self.sqlite_mmap_mib.get_or_insert(0);
+        self
+    }
 }
+
+/// The memory map SQLite reads its file through by default, in MiB.
+pub const DEFAULT_SQLITE_MMAP_MIB: u64 = 256;
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -394,5 +414,24 @@ mod tests {
             Settings::default().effective_sqlite_sync(),
             SqliteSync::Normal
         );
+    }
+
+    #[test]
+    fn an_import_maps_no_sqlite_file_unless_told_to() {
+        assert_eq!(
+            Settings::default().effective_sqlite_mmap_bytes(),
+            256 * 1024 * 1024
+        );
+        assert_eq!(
+            Settings::default()
+                .for_import()
+                .effective_sqlite_mmap_bytes(),
+            0
+        );
+        let told = Settings {
+            sqlite_mmap_mib: Some(64),
+            ..Settings::default()
+        };
+        assert_eq!(told.for_import().effective_sqlite_mmap_bytes(), 64 << 20);
     }
 }

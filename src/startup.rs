@@ -101,6 +101,7 @@ impl Core {
             &DbOptions {
                 max_connections: settings.database_max_connections,
                 sqlite_synchronous: settings.effective_sqlite_sync(),
+                sqlite_mmap_bytes: settings.effective_sqlite_mmap_bytes(),
             },
             Duration::from_secs(settings.database_acquire_timeout_secs),
         )

@@ -27,7 +27,7 @@ pub async fn run(settings: Settings, args: ImportArgs<'_>) -> anyhow::Result<Exi
     let file = std::fs::File::open(args.file)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", args.file.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let core = Core::open(settings, Arc::new(SystemClock)).await?;
+    let core = Core::open(settings.for_import(), Arc::new(SystemClock)).await?;
     let policies = core.policies.get();
     let mapping = Mapping::parse(&text, &policies)?;
     let format = mapping

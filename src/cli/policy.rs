@@ -61,6 +61,7 @@ async fn stored_database(settings: &Settings) -> Option<Db> {
         &DbOptions {
             max_connections: 1,
             sqlite_synchronous: settings.effective_sqlite_sync(),
+            sqlite_mmap_bytes: settings.effective_sqlite_mmap_bytes(),
         },
     )
     .await

@@ -138,6 +138,7 @@ mod tests {
         let options = crate::store::DbOptions {
             max_connections: 4,
             sqlite_synchronous: crate::store::SqliteSync::Normal,
+            sqlite_mmap_bytes: 0,
         };
         let db = Db::connect(&url, &options).await.expect("db");
         db.migrate().await.expect("migrate");

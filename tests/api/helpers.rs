@@ -79,6 +79,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Db {
         &consentry::store::DbOptions {
             max_connections,
             sqlite_synchronous: consentry::store::SqliteSync::Normal,
+            sqlite_mmap_bytes: consentry::config::DEFAULT_SQLITE_MMAP_MIB * 1024 * 1024,
         },
     )
     .await
