@@ -58,8 +58,20 @@ fn by_hand(now: i64) -> String {
 }
 
 async fn run(label: &str, url: Option<String>) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let common::Gateway { state, .. } = common::gateway(dir.path(), url).await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    // `CONSENTRY_BENCH_SEGMENT_DIR=DIR` keeps the databases between runs (SQLite in DIR,
+    // PostgreSQL as `consentry_bench_kept`): the population is ingested only when the
+    // database is empty.
+    let kept = std::env::var("CONSENTRY_BENCH_SEGMENT_DIR").ok();
+    let dir = kept
+        .as_ref()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).expect("dir");
+    let app = consentry::startup::Application::build(common::settings(&dir, url))
+        .await
+        .expect("app");
+    let state = app.state();
     let keyring = state.keyring.get();
     let policies = state.policies.get();
     let ingest = consentry::profiles::ingest::Ingest {
@@ -79,15 +91,30 @@ async fn run(label: &str, url: Option<String>) {
     };
     let n = profiles();
     let t = Instant::now();
-    let report = consentry::profiles::demo::run(&ingest, n, 42, |_, _| {})
-        .await
-        .expect("demo");
+    let held = scalar(&state.db, "SELECT COUNT(*) FROM subjects").await;
+    let (people, events) = if held == 0 {
+        let report = consentry::profiles::demo::run(&ingest, n, 42, |_, _| {})
+            .await
+            .expect("demo");
+        (report.profiles, report.events)
+    } else {
+        let events = scalar(&state.db, "SELECT COUNT(*) FROM events").await;
+        (held as u64, events as u64)
+    };
     eprintln!(
-        "{label}: {} profiles, {} events in {:.0} s",
-        report.profiles,
-        report.events,
+        "{label}: {people} profiles, {events} events in {:.0} s",
         t.elapsed().as_secs_f64()
     );
+    if state.db.backend() == sea_orm::DbBackend::Postgres {
+        // The statistics autovacuum would have gathered by now (this machine's server
+        // runs without it); without them the planner takes every table for empty.
+        state
+            .db
+            .conn()
+            .execute_unprepared("ANALYZE")
+            .await
+            .expect("analyze");
+    }
     let registry = consentry::policy::recipients::Registry {
         db: &state.db,
         master: &state.master,
@@ -97,17 +124,23 @@ async fn run(label: &str, url: Option<String>) {
         request_id: None,
         now: state.clock.now(),
     };
-    let row = registry
-        .create(&consentry::policy::recipients::NewRecipient {
-            id: "acme-esp".into(),
-            name: "Acme".into(),
-            kind: "esp".into(),
-            purposes: vec!["marketing.communications.email".into()],
-            webhook_url: None,
-            webhook_secret: None,
-        })
+    let row = match consentry::policy::recipients::get(&state.db, "acme-esp")
         .await
-        .expect("recipient");
+        .expect("recipient")
+    {
+        Some(row) => row,
+        None => registry
+            .create(&consentry::policy::recipients::NewRecipient {
+                id: "acme-esp".into(),
+                name: "Acme".into(),
+                kind: "esp".into(),
+                purposes: vec!["marketing.communications.email".into()],
+                webhook_url: None,
+                webhook_secret: None,
+            })
+            .await
+            .expect("recipient"),
+    };
     let admin = consentry::auth::Caller {
         key_id: "bench".into(),
         name: "bench".into(),
@@ -150,8 +183,8 @@ async fn run(label: &str, url: Option<String>) {
     let (ours, plain) = (median(ours), median(plain));
     println!(
         "| segment count, Engaged & Recent Buyers, {label} | {} subjects, {} events; {a} members | {:.1} ms | hand-written SQL {:.1} ms | {:.2} |",
-        report.profiles,
-        report.events,
+        people,
+        events,
         ours * 1e3,
         plain * 1e3,
         plain / ours
@@ -306,8 +339,13 @@ async fn main() {
     println!("|---|---|---|---|---|");
     run("SQLite", None).await;
     if let Ok(base) = std::env::var("CONSENTRY_BENCH_PG") {
-        let url = common::fresh_pg(&base).await;
-        run("PostgreSQL", Some(url.clone())).await;
-        common::drop_pg(&base, &url).await;
+        if std::env::var("CONSENTRY_BENCH_SEGMENT_DIR").is_ok() {
+            let url = common::kept_pg(&base, "consentry_bench_kept").await;
+            run("PostgreSQL", Some(url)).await;
+        } else {
+            let url = common::fresh_pg(&base).await;
+            run("PostgreSQL", Some(url.clone())).await;
+            common::drop_pg(&base, &url).await;
+        }
     }
 }

@@ -24,6 +24,23 @@ pub fn settings(dir: &std::path::Path, url: Option<String>) -> Settings {
     }
 }
 
+/// The PostgreSQL database `name` next to `base`, created if it is missing (kept between
+/// runs); returns its URL.
+#[allow(dead_code)]
+pub async fn kept_pg(base: &str, name: &str) -> String {
+    let db = sea_orm::Database::connect(base)
+        .await
+        .expect("connect to PostgreSQL");
+    // Fails when it exists, which is what it is for.
+    let _ = db
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await;
+    db.close().await.ok();
+    let mut url = url::Url::parse(base).expect("url");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
 /// A new, empty PostgreSQL database next to `base`; returns its URL.
 #[allow(dead_code)]
 pub async fn fresh_pg(base: &str) -> String {

@@ -132,7 +132,34 @@ pub async fn load<C: ConnectionTrait>(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let backend = c.get_database_backend();
+    let mut q = Query::select();
+    q.from_as(Alias::new("subjects"), Alias::new("s"));
+    select(&mut q, c.get_database_backend(), what, true);
+    q.and_where(col("s", "id").is_in(ids.iter().cloned()))
+        .and_where(col("s", "status").eq("active"));
+    load_selected(c, &q, what).await
+}
+
+/// Runs `q`, a query on `subjects s` to which [`select`] added the page's columns, and
+/// decodes its rows.
+pub async fn load_selected<C: ConnectionTrait>(
+    c: &C,
+    q: &SelectStatement,
+    what: &PageQuery<'_>,
+) -> Result<Vec<PageRow>, StoreError> {
+    let rows = c.query_all_raw(c.get_database_backend().build(q)).await?;
+    rows.iter().map(|r| decode(r, what)).collect()
+}
+
+/// Adds to `q` (a query on `subjects s`) the columns of a [`PageRow`] and the joins they
+/// need: `subject_keys k`, and `aggregates a` unless `q` already joins it
+/// (`join_aggregates` false).
+pub fn select(
+    q: &mut SelectStatement,
+    backend: DbBackend,
+    what: &PageQuery<'_>,
+    join_aggregates: bool,
+) {
     let pg = backend == DbBackend::Postgres;
     let hex = |column: &str| {
         if pg {
@@ -187,7 +214,6 @@ pub async fn load<C: ConnectionTrait>(
         .and_where(col("f", "flag").eq(what.flag.to_owned()));
     let flagged = Expr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(flagged)));
 
-    let mut q = Query::select();
     q.expr(col("s", "id")).expr(col("k", "wrapped"));
     for c in AGGREGATE_COLUMNS {
         q.expr(col("a", c));
@@ -203,87 +229,85 @@ pub async fn load<C: ConnectionTrait>(
             &["sc.name", "sc.value"],
         ));
     }
-    q.from_as(Alias::new("subjects"), Alias::new("s"))
-        .join_as(
-            sea_query::JoinType::LeftJoin,
-            Alias::new("subject_keys"),
-            Alias::new("k"),
-            col("k", "subject_id").equals((Alias::new("s"), Alias::new("id"))),
-        )
-        .join_as(
+    q.join_as(
+        sea_query::JoinType::LeftJoin,
+        Alias::new("subject_keys"),
+        Alias::new("k"),
+        col("k", "subject_id").equals((Alias::new("s"), Alias::new("id"))),
+    );
+    if join_aggregates {
+        q.join_as(
             sea_query::JoinType::LeftJoin,
             Alias::new("aggregates"),
             Alias::new("a"),
             col("a", "subject_id").equals((Alias::new("s"), Alias::new("id"))),
-        )
-        .and_where(col("s", "id").is_in(ids.iter().cloned()))
-        .and_where(col("s", "status").eq("active"));
-
-    let mut out = Vec::with_capacity(ids.len());
-    for r in c.query_all_raw(backend.build(&q)).await? {
-        let id: String = r.try_get_by_index(0)?;
-        let wrapped_key: Option<Vec<u8>> = r.try_get_by_index(1)?;
-        let aggregates = aggregates_at(&r, 2)?;
-        let at = 2 + AGGREGATE_COLUMNS.len();
-        let mut row = PageRow {
-            id,
-            wrapped_key,
-            aggregates,
-            ..PageRow::default()
-        };
-        for f in parse(&r.try_get_by_index::<String>(at)?)? {
-            let kind = text(field(&f, 0))?;
-            if !what.identifier_kinds.contains(&kind.as_str()) {
-                continue;
-            }
-            row.identifiers.push(PageIdentifier {
-                kind,
-                sealed: bytes(field(&f, 1))?,
-                created_at: int(field(&f, 2))?,
-            });
-        }
-        for f in parse(&r.try_get_by_index::<String>(at + 1)?)? {
-            let sealed = field(&f, 3);
-            row.traits.push(TraitRow {
-                subject_id: row.id.clone(),
-                name: text(field(&f, 0))?,
-                category: text(field(&f, 1))?,
-                value: opt_text(field(&f, 2))?,
-                // SQLite's hex(NULL) is '' (a sealed value is never empty).
-                sealed: match sealed.as_str() {
-                    None | Some("") => None,
-                    Some(_) => Some(bytes(sealed)?),
-                },
-                updated_at: int(field(&f, 4))?,
-            });
-        }
-        row.traits.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut decisions = Vec::new();
-        for f in parse(&r.try_get_by_index::<String>(at + 2)?)? {
-            let order = (int(field(&f, 3))?, int(field(&f, 4))?, text(field(&f, 5))?);
-            let d = DecisionRow {
-                consent: text(field(&f, 0))?,
-                status: text(field(&f, 1))?,
-                method: text(field(&f, 2))?,
-                captured_at: order.0,
-            };
-            decisions.push((order, d));
-        }
-        decisions.sort_by(|a, b| a.0.cmp(&b.0));
-        row.decisions = decisions.into_iter().map(|(_, d)| d).collect();
-        row.flagged = r.try_get_by_index::<i64>(at + 3)? > 0;
-        if what.scores {
-            for f in parse(&r.try_get_by_index::<String>(at + 4)?)? {
-                let value = field(&f, 1)
-                    .as_f64()
-                    .ok_or_else(|| corrupt("expected a number"))?;
-                row.scores.push((text(field(&f, 0))?, value));
-            }
-            row.scores.sort_by(|a, b| a.0.cmp(&b.0));
-        }
-        out.push(row);
+        );
     }
-    Ok(out)
+}
+
+/// A row of a query [`select`] made.
+fn decode(r: &sea_orm::QueryResult, what: &PageQuery<'_>) -> Result<PageRow, StoreError> {
+    let id: String = r.try_get_by_index(0)?;
+    let wrapped_key: Option<Vec<u8>> = r.try_get_by_index(1)?;
+    let aggregates = aggregates_at(r, 2)?;
+    let at = 2 + AGGREGATE_COLUMNS.len();
+    let mut row = PageRow {
+        id,
+        wrapped_key,
+        aggregates,
+        ..PageRow::default()
+    };
+    for f in parse(&r.try_get_by_index::<String>(at)?)? {
+        let kind = text(field(&f, 0))?;
+        if !what.identifier_kinds.contains(&kind.as_str()) {
+            continue;
+        }
+        row.identifiers.push(PageIdentifier {
+            kind,
+            sealed: bytes(field(&f, 1))?,
+            created_at: int(field(&f, 2))?,
+        });
+    }
+    for f in parse(&r.try_get_by_index::<String>(at + 1)?)? {
+        let sealed = field(&f, 3);
+        row.traits.push(TraitRow {
+            subject_id: row.id.clone(),
+            name: text(field(&f, 0))?,
+            category: text(field(&f, 1))?,
+            value: opt_text(field(&f, 2))?,
+            // SQLite's hex(NULL) is '' (a sealed value is never empty).
+            sealed: match sealed.as_str() {
+                None | Some("") => None,
+                Some(_) => Some(bytes(sealed)?),
+            },
+            updated_at: int(field(&f, 4))?,
+        });
+    }
+    row.traits.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut decisions = Vec::new();
+    for f in parse(&r.try_get_by_index::<String>(at + 2)?)? {
+        let order = (int(field(&f, 3))?, int(field(&f, 4))?, text(field(&f, 5))?);
+        let d = DecisionRow {
+            consent: text(field(&f, 0))?,
+            status: text(field(&f, 1))?,
+            method: text(field(&f, 2))?,
+            captured_at: order.0,
+        };
+        decisions.push((order, d));
+    }
+    decisions.sort_by(|a, b| a.0.cmp(&b.0));
+    row.decisions = decisions.into_iter().map(|(_, d)| d).collect();
+    row.flagged = r.try_get_by_index::<i64>(at + 3)? > 0;
+    if what.scores {
+        for f in parse(&r.try_get_by_index::<String>(at + 4)?)? {
+            let value = field(&f, 1)
+                .as_f64()
+                .ok_or_else(|| corrupt("expected a number"))?;
+            row.scores.push((text(field(&f, 0))?, value));
+        }
+        row.scores.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    Ok(row)
 }
 
 /// The aggregate columns read, in the order [`aggregates_at`] decodes them.

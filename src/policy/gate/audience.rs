@@ -2,7 +2,7 @@
 //! the gate's own conditions in the same query — an active subject, not restricted, the
 //! purpose's legal basis holding now (a current grant of its consent; no objection; no
 //! GPC opt-out for a sale/share purpose). Members that leave go through
-//! [`load_records`] and [`minimise`] as well, so a view is never made from the
+//! [`records_of_rows`] and [`minimise`] as well, so a view is never made from the
 //! SQL's answer alone.
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement};
@@ -11,13 +11,13 @@ use super::GateError;
 use super::disclose::{Gate, disclosure};
 use super::events::{MinimisedEvent, minimised_events};
 use super::grant::PurposeGrant;
-use super::load::load_records;
+use super::load::{PageWants, records_of_rows};
 use super::view::{MinimisedProfile, minimise};
 use crate::audit::{NewEntry, Outcome};
 use crate::policy::LegalBasis;
 use crate::segmentation::sql::Dialect;
 use crate::store::disclosures;
-use crate::store::{StoreError, exports, recipients};
+use crate::store::{StoreError, exports, pages, recipients};
 
 pub fn dialect(b: DbBackend) -> Dialect {
     match b {
@@ -159,23 +159,27 @@ async fn window_end<C: ConnectionTrait>(
     }
 }
 
-/// Up to `limit` member ids after `after` (by id), for the caller inside `policy` that
-/// turns each into a view; fewer only at the end.
-async fn member_ids<C: ConnectionTrait>(
+/// Up to `limit` members after `after`, in id order, each with what the tables hold
+/// about it for `grant` (the columns of [`pages::select`]) read by the member query
+/// itself; fewer only at the end.
+async fn member_rows<C: ConnectionTrait>(
     c: &C,
     grant: &PurposeGrant,
     rule: Condition,
     now: i64,
     after: Option<&str>,
     limit: u64,
-) -> Result<Vec<String>, StoreError> {
-    let d = dialect(c.get_database_backend());
-    let mut ids: Vec<String> = Vec::new();
+    what: &pages::PageQuery<'_>,
+) -> Result<Vec<pages::PageRow>, StoreError> {
+    let backend = c.get_database_backend();
+    let d = dialect(backend);
+    let mut rows: Vec<pages::PageRow> = Vec::new();
     let mut from = after.map(str::to_owned);
     loop {
         let end = window_end(c, from.as_deref()).await?;
+        let joined = rule.aggregates;
         let mut q = base(grant, rule.clone(), d, now);
-        q.expr(col("s", "id"));
+        pages::select(&mut q, backend, what, !joined);
         if let Some(a) = &from {
             q.and_where(col("s", "id").gt(a.clone()));
         }
@@ -183,13 +187,11 @@ async fn member_ids<C: ConnectionTrait>(
             q.and_where(col("s", "id").lte(e.clone()));
         }
         q.order_by((Alias::new("s"), Alias::new("id")), Order::Asc)
-            .limit(limit - ids.len() as u64);
-        for r in c.query_all_raw(build(c, &q)).await? {
-            ids.push(r.try_get_by_index::<String>(0)?);
-        }
+            .limit(limit - rows.len() as u64);
+        rows.extend(pages::load_selected(c, &q, what).await?);
         match end {
-            Some(e) if (ids.len() as u64) < limit => from = Some(e),
-            _ => return Ok(ids),
+            Some(e) if (rows.len() as u64) < limit => from = Some(e),
+            _ => return Ok(rows),
         }
     }
 }
@@ -246,13 +248,15 @@ impl Gate<'_> {
     ) -> Result<(Vec<(String, Member)>, Option<String>), GateError> {
         let conn = self.db.conn();
         let now = self.now.unix_micros();
-        let ids = member_ids(conn, grant, rule, now, after, limit).await?;
+        let wants = PageWants::of(grant);
+        let rows = member_rows(conn, grant, rule, now, after, limit, &wants.query()).await?;
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let last = ids.last().cloned();
         let page = ids
             .iter()
             .map(|id| Ok((id.clone(), self.keyring.pseudonym(grant.recipient(), id)?)))
             .collect::<Result<Vec<_>, GateError>>()?;
-        let records = load_records(conn, self.master, self.keyring, grant, page).await?;
+        let records = records_of_rows(conn, self.master, self.keyring, grant, page, rows).await?;
         let mut out = Vec::with_capacity(ids.len());
         for (id, record) in ids.into_iter().zip(records) {
             let Some(record) = record else { continue };

@@ -120,6 +120,49 @@ struct Rows {
     restricted: HashSet<String>,
 }
 
+/// What a page query reads for a grant: only what the view can hold, or what its age
+/// check reads, and the decisions its legal basis turns on.
+pub(crate) struct PageWants {
+    categories: Vec<String>,
+    consents: Vec<String>,
+    scores: bool,
+}
+
+impl PageWants {
+    pub(crate) fn of(grant: &PurposeGrant) -> Self {
+        let categories = grant
+            .policies
+            .taxonomy
+            .categories()
+            .map(|(name, _)| name)
+            .filter(|name| {
+                grant.purpose.may_read(name)
+                    || *name == "user.demographic.date_of_birth"
+                    || *name == "user.demographic.age_range"
+            })
+            .map(str::to_owned)
+            .collect();
+        // Its consent, and objections (and GPC opt-outs) recorded under its own name.
+        let mut consents = vec![grant.purpose.name.clone()];
+        consents.extend(grant.purpose.consent.clone());
+        Self {
+            categories,
+            consents,
+            scores: grant.purpose.may_read(SCORE_CATEGORY),
+        }
+    }
+
+    pub(crate) fn query(&self) -> pages::PageQuery<'_> {
+        pages::PageQuery {
+            identifier_kinds: &["email", "phone"],
+            trait_categories: &self.categories,
+            consents: &self.consents,
+            flag: subject_flags::RESTRICTED,
+            scores: self.scores,
+        }
+    }
+}
+
 /// The records of a page of subjects (each as its recipient knows it), in the order
 /// given; `None` for those that are not active subjects. One query for the whole page
 /// (one row per subject, see [`pages::load`]) and one for the suppression list, whatever
@@ -132,33 +175,24 @@ pub async fn load_records<C: ConnectionTrait>(
     subjects: Vec<(String, Pseudonym)>,
 ) -> Result<Vec<Option<SubjectRecord>>, LoadError> {
     let ids: Vec<String> = subjects.iter().map(|(id, _)| id.clone()).collect();
-    // Only what the view can hold, or what its age check reads.
-    let categories: Vec<String> = grant
-        .policies
-        .taxonomy
-        .categories()
-        .map(|(name, _)| name)
-        .filter(|name| {
-            grant.purpose.may_read(name)
-                || *name == "user.demographic.date_of_birth"
-                || *name == "user.demographic.age_range"
-        })
-        .map(str::to_owned)
-        .collect();
-    // The decisions the purpose's legal basis turns on: its consent, and objections (and
-    // GPC opt-outs) recorded under its own name.
-    let mut names = vec![grant.purpose.name.clone()];
-    names.extend(grant.purpose.consent.clone());
-    let what = pages::PageQuery {
-        identifier_kinds: &["email", "phone"],
-        trait_categories: &categories,
-        consents: &names,
-        flag: subject_flags::RESTRICTED,
-        scores: grant.purpose.may_read(SCORE_CATEGORY),
-    };
+    let wants = PageWants::of(grant);
+    let loaded = pages::load(c, &ids, &wants.query()).await?;
+    records_of_rows(c, master, keyring, grant, subjects, loaded).await
+}
+
+/// [`load_records`] of rows already read by a query that [`pages::select`] made with
+/// [`PageWants::of`] `grant`: a subject of `subjects` without a row is not active.
+pub(crate) async fn records_of_rows<C: ConnectionTrait>(
+    c: &C,
+    master: &MasterKey,
+    keyring: &Keyring,
+    grant: &PurposeGrant,
+    subjects: Vec<(String, Pseudonym)>,
+    loaded: Vec<pages::PageRow>,
+) -> Result<Vec<Option<SubjectRecord>>, LoadError> {
     let mut rows = Rows::default();
     let mut active = HashSet::new();
-    for r in pages::load(c, &ids, &what).await? {
+    for r in loaded {
         active.insert(r.id.clone());
         if let Some(k) = r.wrapped_key {
             rows.keys.insert(r.id.clone(), k);
