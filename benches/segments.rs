@@ -5,7 +5,9 @@
 //! the same query written by hand in SQL, on the same database in the same run; each the
 //! median of 5.
 //!
-//! `cargo bench --bench segments`; `CONSENTRY_BENCH_PG=postgres://...` adds PostgreSQL.
+//! `cargo bench --bench segments`; `CONSENTRY_BENCH_PG=postgres://...` adds PostgreSQL;
+//! `CONSENTRY_BENCH_SEGMENT_DIR=DIR` keeps the databases between runs (SQLite in DIR,
+//! PostgreSQL as `consentry_bench_kept`), so the population is ingested once.
 mod common;
 
 use std::sync::Arc;
