@@ -500,7 +500,7 @@ pub async fn insert_events<C: ConnectionTrait>(
         });
         inserted += Event::insert_many(models)
             .on_conflict(
-                OnConflict::columns([event::Column::SourceKeyId, event::Column::MessageId])
+                OnConflict::columns([event::Column::MessageId, event::Column::SourceKeyId])
                     .do_nothing()
                     .to_owned(),
             )
