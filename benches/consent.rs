@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use sea_orm::Value;
 use serde_json::json;
 
 const WRITES: usize = 10_000;
@@ -28,13 +28,7 @@ async fn plain_inserts(db: &consentry::store::Db) -> f64 {
         let db = Arc::clone(&db);
         tasks.push(tokio::spawn(async move {
             for i in (c..WRITES).step_by(CLIENTS) {
-                let ph: Vec<String> = (1..=11)
-                    .map(|k| match backend {
-                        DbBackend::Postgres => format!("${k}"),
-                        _ => "?".to_owned(),
-                    })
-                    .collect();
-                let sql = format!("INSERT INTO consents (id, subject_id, consent, status, method, source, notice_version, captured_at, recorded_at, recorded_by, proof) VALUES ({})", ph.join(","));
+                let sql = format!("INSERT INTO consents (id, subject_id, consent, status, method, source, notice_version, captured_at, recorded_at, recorded_by, proof) VALUES ({})", common::placeholders(backend, 1, 11));
                 let values: Vec<Value> = vec![
                     uuid::Uuid::new_v4().simple().to_string().into(),
                     format!("subject-{}", i % PEOPLE).into(),
@@ -48,11 +42,7 @@ async fn plain_inserts(db: &consentry::store::Db) -> f64 {
                     "key".to_owned().into(),
                     Some(r#"{"user_agent":"bench","ip":"203.0.113.0/24"}"#.to_owned()).into(),
                 ];
-                let txn = db.begin_write().await.expect("begin");
-                txn.execute_raw(Statement::from_sql_and_values(backend, &sql, values))
-                    .await
-                    .expect("insert");
-                txn.commit().await.expect("commit");
+                common::commit_statement(&db, &sql, values).await;
             }
         }));
     }

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use sea_orm::{ConnectionTrait, Value};
 use serde_json::json;
 
 const BATCHES: usize = 200;
@@ -95,13 +95,7 @@ async fn run(label: &str, url: Option<String>) {
                     if i > 0 {
                         sql.push(',');
                     }
-                    let ph: Vec<String> = (1..=9)
-                        .map(|k| match backend {
-                            DbBackend::Postgres => format!("${}", n + k),
-                            _ => "?".to_owned(),
-                        })
-                        .collect();
-                    sql.push_str(&format!("({})", ph.join(",")));
+                    sql.push_str(&format!("({})", common::placeholders(backend, n + 1, 9)));
                     values.extend([
                         uuid::Uuid::new_v4().simple().to_string().into(),
                         format!("subject-{}", b % 50).into(),
@@ -114,11 +108,7 @@ async fn run(label: &str, url: Option<String>) {
                         1_796_000_000_000_000i64.into(),
                     ]);
                 }
-                let txn = db.begin_write().await.expect("begin");
-                txn.execute_raw(Statement::from_sql_and_values(backend, &sql, values))
-                    .await
-                    .expect("insert");
-                txn.commit().await.expect("commit");
+                common::commit_statement(&db, &sql, values).await;
             }
         }));
     }

@@ -341,7 +341,9 @@ impl Settings {
 
     /// The SQLite memory map's size in bytes.
     pub fn effective_sqlite_mmap_bytes(&self) -> u64 {
-        self.sqlite_mmap_mib.unwrap_or(DEFAULT_SQLITE_MMAP_MIB) * 1024 * 1024
+        self.sqlite_mmap_mib
+            .unwrap_or(DEFAULT_SQLITE_MMAP_MIB)
+            .saturating_mul(1024 * 1024)
     }
 
     /// These settings as `consentry import` uses them: without a memory map unless one

@@ -24,6 +24,34 @@ pub fn settings(dir: &std::path::Path, url: Option<String>) -> Settings {
     }
 }
 
+/// `n` bind placeholders numbered from `first` (`$first, ...` on PostgreSQL, `?` on
+/// SQLite), comma-separated: for the baselines' hand-written inserts.
+#[allow(dead_code)]
+pub fn placeholders(backend: sea_orm::DbBackend, first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|k| match backend {
+            sea_orm::DbBackend::Postgres => format!("${k}"),
+            _ => "?".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs one baseline statement in a write transaction of its own and commits it.
+#[allow(dead_code)]
+pub async fn commit_statement(db: &consentry::store::Db, sql: &str, values: Vec<sea_orm::Value>) {
+    use sea_orm::ConnectionTrait;
+    let txn = db.begin_write().await.expect("begin");
+    txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+        db.backend(),
+        sql,
+        values,
+    ))
+    .await
+    .expect("insert");
+    txn.commit().await.expect("commit");
+}
+
 /// The PostgreSQL database `name` next to `base`, created if it is missing (kept between
 /// runs); returns its URL.
 #[allow(dead_code)]
