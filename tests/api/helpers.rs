@@ -138,7 +138,12 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         admin_token,
-        client: reqwest::Client::new(),
+        // Idle connections are dropped before the server's keep-alive (5 s) closes them,
+        // so a request never goes out on a socket the server is closing (a reset).
+        client: reqwest::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_secs(2))
+            .build()
+            .expect("client"),
         db: state.db.clone(),
         keyring: state.keyring.clone(),
         clock,
