@@ -74,6 +74,14 @@ pub struct Core {
 }
 
 impl Core {
+    /// Places the audit entries this process appended (and any other committed pending
+    /// ones), then closes the database.
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.audit.settle(&self.db).await?;
+        self.db.close().await?;
+        Ok(())
+    }
+
     pub async fn open(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let policies = Policies::load(&settings.policies).map_err(|e| {
@@ -159,6 +167,8 @@ pub struct Application {
     state: web::Data<AppState>,
     bootstrap_token: Option<String>,
     master_source: MasterKeySource,
+    /// This node's audit sequencer (running from the build on).
+    sequencer: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -201,6 +211,7 @@ impl Application {
         // Sign what the log holds now (entries written by the CLI or before a restart), so a
         // checkpoint exists from the first request on.
         core.audit.checkpoint_if_behind(&core.db).await?;
+        let sequencer = core.audit.start_sequencer(core.db.clone());
         let mailer = match &core.settings.smtp_url {
             Some(url) => Some(Arc::new(
                 crate::subject_requests::codes::Mailer::new(
@@ -269,6 +280,7 @@ impl Application {
             state,
             bootstrap_token,
             master_source: core.master_source,
+            sequencer,
         })
     }
 
@@ -294,6 +306,11 @@ impl Application {
         let maintenance = tokio::spawn(maintain(self.state.clone()));
         let result = self.server.await;
         maintenance.abort();
+        // What the last requests appended is placed before the process ends.
+        if let Err(e) = self.state.audit.settle(&self.state.db).await {
+            tracing::warn!(error = %e, "placing the last audit entries failed; the next start places them");
+        }
+        self.sequencer.abort();
         result
     }
 }

@@ -18,6 +18,7 @@ mod m20261203_000014_experiments;
 mod m20261203_000015_template_partials;
 mod m20261204_000016_policy_sets;
 mod m20261204_000017_events_by_message_first;
+mod m20261204_000018_audit_pending;
 
 pub struct Migrator;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000015_template_partials::Migration),
             Box::new(m20261204_000016_policy_sets::Migration),
             Box::new(m20261204_000017_events_by_message_first::Migration),
+            Box::new(m20261204_000018_audit_pending::Migration),
         ]
     }
 }

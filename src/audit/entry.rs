@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::AuditError;
 use super::merkle::{self, Hash};
 use crate::domain::{Actor, Timestamp};
-use crate::store::audit::EntryRow;
+use crate::store::audit::{EntryRow, PendingRow};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -65,13 +65,14 @@ impl NewEntry {
         self
     }
 
-    pub(super) fn into_entry(self, seq: u64, at: Timestamp) -> Entry {
+    /// The pending row for this entry, appended at `at`: the sequencer gives it its
+    /// sequence number later.
+    pub(super) fn into_pending(self, at: Timestamp) -> PendingRow {
         let mut attributes = self.attributes;
         attributes.sort();
         attributes.dedup();
-        Entry {
-            seq,
-            at,
+        PendingRow {
+            at_us: at.unix_micros(),
             actor_key_id: self.actor.key_id,
             actor_role: self.actor.role,
             action: self.action,
@@ -156,6 +157,22 @@ impl Entry {
             outcome: self.outcome.clone(),
             request_id: self.request_id.clone(),
             leaf_hash: self.leaf_hash().to_vec(),
+        }
+    }
+
+    /// A pending entry placed at `seq`.
+    pub(super) fn placed(seq: u64, p: PendingRow) -> Self {
+        Self {
+            seq,
+            at: Timestamp::from_unix_micros(p.at_us),
+            actor_key_id: p.actor_key_id,
+            actor_role: p.actor_role,
+            action: p.action,
+            purpose: p.purpose,
+            subject_ref: p.subject_ref,
+            attributes: p.attributes,
+            outcome: p.outcome,
+            request_id: p.request_id,
         }
     }
 

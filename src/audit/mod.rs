@@ -1,8 +1,12 @@
 //! The tamper-evident audit log. Guarantees:
 //! - an entry is appended inside the transaction of the change it records, so both commit
-//!   or neither does (callers pass their transaction);
-//! - entries carry one gap-free sequence kept by the database (the head row is locked by
-//!   the appending transaction), whatever the number of gateway nodes;
+//!   or neither does (callers pass their transaction). It is appended as a pending row,
+//!   which locks nothing shared: audited transactions commit side by side;
+//! - a sequencer ([`AuditLog::settle`]) gives committed pending entries their place, in
+//!   order of arrival, under the log's head lock: one gap-free sequence kept by the
+//!   database, whatever the number of gateway nodes. Every node runs one
+//!   ([`AuditLog::start_sequencer`]), and every reader of the log settles it first, so a
+//!   committed entry is placed within moments and always before it could be read;
 //! - entries are the leaves of an RFC 6962 Merkle tree; signed checkpoints (C2SP
 //!   tlog-checkpoint, Ed25519) commit to its root every N entries or T seconds;
 //! - subject references are keyed hashes under an audit-only key, never raw identifiers.
@@ -15,9 +19,10 @@ pub use entry::{Entry, NewEntry, Outcome};
 pub use verify::{VerifyError, VerifyFailure, VerifyReport, verify};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use sea_orm::ConnectionTrait;
+use tokio::sync::Notify;
 
 use crate::crypto::{KeyKind, KeyringError, SharedKeyring};
 use crate::domain::Clock;
@@ -48,14 +53,17 @@ pub struct CheckpointKey {
     pub verifier_key: String,
 }
 
+/// The most pending entries one sequencer transaction places.
+const SETTLE_BATCH: u64 = 500;
+
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     keyring: SharedKeyring,
     clock: Arc<dyn Clock>,
     origin: String,
     checkpoint_every: u64,
-    /// The sequence number this node expects to append next (a hint, checked by the database).
-    next_hint: Arc<AtomicU64>,
+    /// Wakes this node's sequencer after an append.
+    appended: Arc<Notify>,
 }
 
 impl AuditLog {
@@ -70,7 +78,7 @@ impl AuditLog {
             clock,
             origin,
             checkpoint_every: checkpoint_every.max(1),
-            next_hint: Arc::new(AtomicU64::new(0)),
+            appended: Arc::new(Notify::new()),
         }
     }
 
@@ -82,91 +90,129 @@ impl AuditLog {
         Ok(format!("as{}.{}", key.version, hex::encode(&mac[..16])))
     }
 
-    /// Appends one entry inside the caller's transaction and returns its sequence number.
-    /// A checkpoint is signed in the same transaction when the size reaches a multiple of N.
-    pub async fn append<C: ConnectionTrait>(
-        &self,
-        c: &C,
-        new: NewEntry,
-    ) -> Result<u64, AuditError> {
+    /// Appends one entry inside the caller's transaction. It takes its place in the log
+    /// once the transaction has committed (see [`AuditLog::settle`]).
+    pub async fn append<C: ConnectionTrait>(&self, c: &C, new: NewEntry) -> Result<(), AuditError> {
         self.append_with(c, None, new).await
     }
 
     /// As [`AuditLog::append`], with the change the entry records (`change`: a statement
-    /// that writes exactly one row) sent in the same round trip to the database. The change
-    /// is made whatever becomes of the entry's first try.
+    /// that writes exactly one row) sent in the same round trip to the database.
     pub async fn append_with<C: ConnectionTrait>(
         &self,
         c: &C,
         change: Option<sea_orm::Statement>,
         new: NewEntry,
-    ) -> Result<u64, AuditError> {
-        // Try the sequence number this node expects next; if another node or process
-        // appended meanwhile, lock the head, read the true size and append there.
-        let mut entry = new.into_entry(self.next_hint.load(Ordering::Relaxed), self.clock.now());
-        if !store::audit::insert_entry_if_next_after(c, change, &entry.to_row()).await? {
-            let size = store::audit::lock_head(c).await?;
-            entry.seq = u64::try_from(size).map_err(|_| AuditError::CorruptHead)?;
-            if !store::audit::insert_entry_if_next(c, &entry.to_row()).await? {
-                return Err(AuditError::CorruptHead);
-            }
-        }
-        let seq = entry.seq;
-        self.next_hint.store(seq + 1, Ordering::Relaxed);
-        if (seq + 1).is_multiple_of(self.checkpoint_every) {
-            self.insert_checkpoint(c, seq + 1).await?;
-        }
-        metrics::counter!("consentry_audit_entries_appended_total").increment(1);
-        Ok(seq)
+    ) -> Result<(), AuditError> {
+        let row = new.into_pending(self.clock.now());
+        store::audit::insert_pending_after(c, change.map(|s| (s, 1)), std::slice::from_ref(&row))
+            .await?;
+        self.appended(1);
+        Ok(())
     }
 
-    /// Appends `entries` at the sequence numbers this node expects next, in one call to
-    /// the database together with `changes` (a statement and the number of rows it
-    /// writes: what the entries record). Returns their sequence numbers, or `None` when
-    /// another node or process appended meanwhile: then `changes` were made without their
-    /// entries, and the caller must roll the transaction back (and can append one by one
-    /// with [`AuditLog::append_with`], which finds the head).
+    /// Appends `entries` in one call to the database together with `changes` (a statement
+    /// and the number of rows it writes: what the entries record).
     pub async fn append_batch_with<C: ConnectionTrait>(
         &self,
         c: &C,
         changes: (sea_orm::Statement, u64),
         entries: Vec<NewEntry>,
-    ) -> Result<Option<Vec<u64>>, AuditError> {
-        let first = self.next_hint.load(Ordering::Relaxed);
+    ) -> Result<(), AuditError> {
         let now = self.clock.now();
-        let entries: Vec<Entry> = entries
-            .into_iter()
-            .zip(first..)
-            .map(|(e, seq)| e.into_entry(seq, now))
-            .collect();
-        let rows: Vec<_> = entries.iter().map(Entry::to_row).collect();
-        if !store::audit::insert_entries_if_next_after(c, Some(changes), &rows).await? {
-            return Ok(None);
-        }
-        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
-        let end = first + seqs.len() as u64;
-        self.next_hint.store(end, Ordering::Relaxed);
-        for size in first + 1..=end {
-            if size.is_multiple_of(self.checkpoint_every) {
-                self.insert_checkpoint(c, size).await?;
-            }
-        }
-        metrics::counter!("consentry_audit_entries_appended_total").increment(seqs.len() as u64);
-        Ok(Some(seqs))
+        let rows: Vec<_> = entries.into_iter().map(|e| e.into_pending(now)).collect();
+        store::audit::insert_pending_after(c, Some(changes), &rows).await?;
+        self.appended(rows.len() as u64);
+        Ok(())
+    }
+
+    fn appended(&self, n: u64) {
+        metrics::counter!("consentry_audit_entries_appended_total").increment(n);
+        self.appended.notify_one();
     }
 
     /// Records an entry that goes with no other change (a refusal, a token issued), in a
     /// transaction of its own.
-    pub async fn record(&self, db: &Db, new: NewEntry) -> Result<u64, AuditError> {
+    pub async fn record(&self, db: &Db, new: NewEntry) -> Result<(), AuditError> {
         let txn = db.begin_write().await?;
-        let seq = self.append(&txn, new).await?;
+        self.append(&txn, new).await?;
         txn.commit().await.map_err(StoreError::from)?;
-        Ok(seq)
+        Ok(())
+    }
+
+    /// Places every committed pending entry in the log, oldest first: each gets the next
+    /// sequence number and its leaf, a checkpoint is signed at every multiple of N, and
+    /// the pending rows go, all in one transaction a batch, under the head lock (so
+    /// sequencers on several nodes take turns). Returns the log's size.
+    pub async fn settle(&self, db: &Db) -> Result<u64, AuditError> {
+        loop {
+            let txn = db.begin_write().await?;
+            let size = store::audit::lock_head(&txn).await?;
+            let size = u64::try_from(size).map_err(|_| AuditError::CorruptHead)?;
+            let pending = store::audit::pending(&txn, SETTLE_BATCH).await?;
+            if pending.is_empty() {
+                txn.rollback().await.map_err(StoreError::from)?;
+                return Ok(size);
+            }
+            let n = pending.len() as u64;
+            let mut ids = Vec::with_capacity(pending.len());
+            let mut rows = Vec::with_capacity(pending.len());
+            for ((id, p), seq) in pending.into_iter().zip(size..) {
+                ids.push(id);
+                rows.push(Entry::placed(seq, p).to_row());
+            }
+            store::audit::insert_entries(&txn, &rows).await?;
+            store::audit::delete_pending(&txn, &ids).await?;
+            for s in size + 1..=size + n {
+                if s.is_multiple_of(self.checkpoint_every) {
+                    self.insert_checkpoint(&txn, s).await?;
+                }
+            }
+            txn.commit().await.map_err(StoreError::from)?;
+            metrics::counter!("consentry_audit_entries_placed_total").increment(n);
+            if n < SETTLE_BATCH {
+                return Ok(size + n);
+            }
+        }
+    }
+
+    /// This node's sequencer: after an append (and at least every 250 ms, for entries
+    /// other processes appended) it waits a moment for the appending transaction to
+    /// commit, then places what is pending, as long as entries keep arriving. It runs
+    /// until the runtime stops.
+    pub fn start_sequencer(&self, db: Db) -> tokio::task::JoinHandle<()> {
+        let log = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    () = log.appended.notified() => {}
+                    _ = tick.tick() => {}
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    match store::audit::has_pending(db.conn()).await {
+                        Ok(false) => break,
+                        Ok(true) => {
+                            if let Err(e) = log.settle(&db).await {
+                                tracing::warn!(error = %e, "placing pending audit entries failed");
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "checking for pending audit entries failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        })
     }
 
     /// Signs a checkpoint for the current size if entries were added since the last one.
     /// Returns the new checkpoint's size, if one was made.
     pub async fn checkpoint_if_behind(&self, db: &Db) -> Result<Option<u64>, AuditError> {
+        self.settle(db).await?;
         let txn = db.begin_write().await?;
         let size = store::audit::lock_head(&txn).await?;
         let size = u64::try_from(size).map_err(|_| AuditError::CorruptHead)?;

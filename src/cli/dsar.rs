@@ -239,6 +239,6 @@ pub async fn run(settings: Settings, cmd: DsarCommand) -> anyhow::Result<ExitCod
             }
         }
     }
-    core.db.close().await?;
+    core.close().await?;
     Ok(ExitCode::SUCCESS)
 }

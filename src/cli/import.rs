@@ -119,7 +119,7 @@ pub async fn run(settings: Settings, args: ImportArgs<'_>) -> anyhow::Result<Exi
         report.rejected,
         report.rows_read as f64 / secs.max(0.001)
     );
-    core.db.close().await?;
+    core.close().await?;
     Ok(if report.rejected > 0 && report.dry_run {
         ExitCode::from(2)
     } else {

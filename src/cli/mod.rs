@@ -271,7 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if n > 0 {
                 eprintln!("{n} stored trait value(s) reclassified by the taxonomy in force");
             }
-            core.db.close().await?;
+            core.close().await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(cmd) => keys(settings, cmd).await,
@@ -364,7 +364,7 @@ async fn catalog(
         }
         Err(e) => return Err(e.into()),
     };
-    core.db.close().await?;
+    core.close().await?;
     Ok(code)
 }
 
@@ -389,7 +389,7 @@ async fn train_recommendations(settings: Settings, json: bool) -> anyhow::Result
             m.purpose, m.subjects, m.products, m.pairs
         );
     }
-    core.db.close().await?;
+    core.close().await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -455,7 +455,7 @@ async fn scores(settings: Settings, cmd: ScoresCommand) -> anyhow::Result<ExitCo
             ExitCode::SUCCESS
         }
     };
-    core.db.close().await?;
+    core.close().await?;
     Ok(code)
 }
 
@@ -490,7 +490,7 @@ async fn retention(settings: Settings, dry_run: bool, json: bool) -> anyhow::Res
         "retention: {verb} {} events and {} traits",
         report.events, report.traits
     );
-    core.db.close().await?;
+    core.close().await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -630,7 +630,7 @@ async fn keys(settings: Settings, cmd: KeysCommand) -> anyhow::Result<ExitCode> 
             (None, None) => anyhow::bail!("give --kind or --recipient"),
         },
     }
-    core.db.close().await?;
+    core.close().await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -638,8 +638,11 @@ async fn verify(settings: Settings) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(settings.log_format, "warn");
     let core = Core::open(settings, Arc::new(SystemClock)).await?;
     let keyring = core.keyring.get();
+    // Committed entries still waiting for their place are placed first, so the log
+    // verified is everything the database holds.
+    core.audit.settle(&core.db).await?;
     let result = audit::verify(&core.db, &keyring).await;
-    core.db.close().await?;
+    core.close().await?;
     match result {
         Ok(report) => {
             println!(
@@ -712,6 +715,6 @@ async fn demo(settings: Settings, profiles: u64, seed: u64) -> anyhow::Result<Ex
         report.events,
         report.events as f64 / secs.max(0.001)
     );
-    core.db.close().await?;
+    core.close().await?;
     Ok(ExitCode::SUCCESS)
 }

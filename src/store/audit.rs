@@ -99,47 +99,40 @@ pub async fn head_size<C: ConnectionTrait>(c: &C) -> Result<i64, StoreError> {
     Ok(row.size)
 }
 
-/// Inserts `e` if and only if its sequence number is the head's current size, in one
-/// statement; a trigger then advances the head. On PostgreSQL the head row is locked
-/// (`FOR UPDATE`) until the transaction ends; on SQLite the `BEGIN IMMEDIATE` write lock
-/// serialises appends. Returns false, changing nothing, when another append got there first.
-pub async fn insert_entry_if_next<C: ConnectionTrait>(
-    c: &C,
-    e: &EntryRow,
-) -> Result<bool, StoreError> {
-    insert_entries_if_next_after(c, None, std::slice::from_ref(e)).await
+/// An entry waiting for its place in the log: everything but the sequence number (and
+/// so the leaf hash), which the sequencer gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRow {
+    pub at_us: i64,
+    pub actor_key_id: String,
+    pub actor_role: String,
+    pub action: String,
+    pub purpose: Option<String>,
+    pub subject_ref: Option<String>,
+    /// JSON array text, exactly as it will be stored.
+    pub attributes: String,
+    pub outcome: String,
+    pub request_id: Option<String>,
 }
 
-/// As [`insert_entry_if_next`], sent in one round trip together with `before`: a statement
-/// that writes exactly one row (the change the entry records). `before` is carried out
-/// whether or not the entry goes in.
-pub async fn insert_entry_if_next_after<C: ConnectionTrait>(
-    c: &C,
-    before: Option<Statement>,
-    e: &EntryRow,
-) -> Result<bool, StoreError> {
-    insert_entries_if_next_after(c, before.map(|b| (b, 1)), std::slice::from_ref(e)).await
-}
+const PENDING_NAMES: &str = "at_us, actor_key_id, actor_role, action, purpose, subject_ref, \
+    attributes, outcome, request_id";
 
-/// Inserts `es` (consecutive sequence numbers, the first of them the head's current
-/// size) in one statement, sent in one round trip together with `before` (a statement
-/// and the number of rows it writes: the changes the entries record). All of `es` go
-/// in, or (another append got there first) none, and `false`; `before` is carried out
-/// either way. SQLite runs the two statements in sequence; PostgreSQL runs `before` as a
-/// data-modifying `WITH` of the entries' insert.
-pub async fn insert_entries_if_next_after<C: ConnectionTrait>(
+/// Inserts `rows` as pending entries in one statement, sent in one round trip together
+/// with `before` (a statement and the number of rows it writes: the change the entries
+/// record). SQLite runs the two statements in sequence; PostgreSQL runs `before` as a
+/// data-modifying `WITH` of the entries' insert. Nothing is locked beyond the new rows.
+pub async fn insert_pending_after<C: ConnectionTrait>(
     c: &C,
     before: Option<(Statement, u64)>,
-    es: &[EntryRow],
-) -> Result<bool, StoreError> {
-    const COLUMNS: &str = "INSERT INTO audit_entries (seq, at_us, actor_key_id, actor_role, \
-        action, purpose, subject_ref, attributes, outcome, request_id, leaf_hash)";
-    const NAMES: &str = "seq, at_us, actor_key_id, actor_role, action, purpose, subject_ref, \
-        attributes, outcome, request_id, leaf_hash";
-    let Some(first) = es.first() else {
-        return Ok(true);
-    };
-    debug_assert!(es.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    rows: &[PendingRow],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        if let Some((b, _)) = before {
+            c.execute_raw(b).await?;
+        }
+        return Ok(());
+    }
     let backend = c.get_database_backend();
     let pg = backend == DbBackend::Postgres;
     let before_rows = before.as_ref().map_or(0, |(_, n)| *n);
@@ -147,52 +140,150 @@ pub async fn insert_entries_if_next_after<C: ConnectionTrait>(
         Some((b, _)) => (Some(b.sql), b.values.map(|v| v.0).unwrap_or_default()),
         None => (None, Vec::new()),
     };
-    // Placeholders: `$n` numbered after `before`'s on PostgreSQL, `?` in order on SQLite.
-    let mut next = values.len();
-    let mut param = || {
-        next += 1;
-        if pg {
-            format!("${next}")
-        } else {
-            "?".to_owned()
-        }
-    };
-    let insert = if es.len() == 1 {
-        let p: Vec<String> = (0..11).map(|_| param()).collect();
-        let size = param();
-        format!(
-            "{COLUMNS} SELECT {} FROM audit_head WHERE id = 1 AND size = {size}{}",
-            p.join(", "),
-            if pg { " FOR UPDATE" } else { "" }
-        )
-    } else {
-        let rows: Vec<String> = es
-            .iter()
-            .map(|_| {
-                let p: Vec<String> = (0..11).map(|_| param()).collect();
-                format!("({})", p.join(", "))
-            })
-            .collect();
-        let size = param();
-        if pg {
-            format!(
-                "{COLUMNS} SELECT v.* FROM (VALUES {}) AS v({NAMES}) CROSS JOIN audit_head h \
-                 WHERE h.id = 1 AND h.size = {size} FOR UPDATE OF h",
-                rows.join(", ")
-            )
-        } else {
-            format!(
-                "{COLUMNS} SELECT * FROM (VALUES {}) \
-                 WHERE EXISTS (SELECT 1 FROM audit_head WHERE id = 1 AND size = {size})",
-                rows.join(", ")
-            )
-        }
-    };
+    let placeholders = placeholder_rows(pg, values.len(), rows.len(), 9);
+    let insert = format!("INSERT INTO audit_pending ({PENDING_NAMES}) VALUES {placeholders}");
     let sql = match (before_sql, pg) {
         (Some(b), true) => format!("WITH before AS ({b}) {insert}"),
         (Some(b), false) => format!("{b}; {insert}"),
         (None, _) => insert,
     };
+    for r in rows {
+        values.extend([
+            r.at_us.into(),
+            r.actor_key_id.clone().into(),
+            r.actor_role.clone().into(),
+            r.action.clone().into(),
+            r.purpose.clone().into(),
+            r.subject_ref.clone().into(),
+            r.attributes.clone().into(),
+            r.outcome.clone().into(),
+            r.request_id.clone().into(),
+        ]);
+    }
+    let res = c
+        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    // SQLite counts the rows of both statements; PostgreSQL those of the entries' insert.
+    let expected = rows.len() as u64 + if pg { 0 } else { before_rows };
+    if res.rows_affected() != expected {
+        return Err(StoreError::Corrupt {
+            table: "audit_pending",
+            reason: format!(
+                "{} rows written, for {before_rows} changes and {} entries",
+                res.rows_affected(),
+                rows.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `n` rows of `width` placeholders each: `$k` numbered after `first` on PostgreSQL,
+/// `?` on SQLite.
+fn placeholder_rows(pg: bool, first: usize, n: usize, width: usize) -> String {
+    let mut next = first;
+    let mut out = String::with_capacity(n * width * 5);
+    for i in 0..n {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for j in 0..width {
+            if j > 0 {
+                out.push_str(", ");
+            }
+            next += 1;
+            if pg {
+                out.push('$');
+                out.push_str(&next.to_string());
+            } else {
+                out.push('?');
+            }
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// The oldest pending entries, at most `limit`, in order of arrival, with their ids.
+pub async fn pending<C: ConnectionTrait>(
+    c: &C,
+    limit: u64,
+) -> Result<Vec<(i64, PendingRow)>, StoreError> {
+    let sql = format!("SELECT id, {PENDING_NAMES} FROM audit_pending ORDER BY id LIMIT {limit}");
+    let rows = c
+        .query_all_raw(Statement::from_string(c.get_database_backend(), sql))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get_by_index(0)?,
+                PendingRow {
+                    at_us: r.try_get_by_index(1)?,
+                    actor_key_id: r.try_get_by_index(2)?,
+                    actor_role: r.try_get_by_index(3)?,
+                    action: r.try_get_by_index(4)?,
+                    purpose: r.try_get_by_index(5)?,
+                    subject_ref: r.try_get_by_index(6)?,
+                    attributes: r.try_get_by_index(7)?,
+                    outcome: r.try_get_by_index(8)?,
+                    request_id: r.try_get_by_index(9)?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Whether any entry is waiting for its place.
+pub async fn has_pending<C: ConnectionTrait>(c: &C) -> Result<bool, StoreError> {
+    let sql = "SELECT 1 FROM audit_pending LIMIT 1".to_owned();
+    Ok(
+        c.query_one_raw(Statement::from_string(c.get_database_backend(), sql))
+            .await?
+            .is_some(),
+    )
+}
+
+/// Removes the pending entries `ids` (those just placed), exactly these: a lower id that
+/// was not yet committed when they were read stays for the next round.
+pub async fn delete_pending<C: ConnectionTrait>(c: &C, ids: &[i64]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let backend = c.get_database_backend();
+    let list = placeholder_rows(backend == DbBackend::Postgres, 0, 1, ids.len());
+    let sql = format!("DELETE FROM audit_pending WHERE id IN {list}");
+    let values: Vec<sea_orm::Value> = ids.iter().map(|&id| id.into()).collect();
+    let res = c
+        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    if res.rows_affected() != ids.len() as u64 {
+        return Err(StoreError::Corrupt {
+            table: "audit_pending",
+            reason: format!(
+                "{} of {} pending entries removed: another sequencer placed them",
+                res.rows_affected(),
+                ids.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Inserts `es` (consecutive sequence numbers, the first the head's current size, with
+/// the head locked by the caller) in one statement; the database advances the head.
+pub async fn insert_entries<C: ConnectionTrait>(c: &C, es: &[EntryRow]) -> Result<(), StoreError> {
+    if es.is_empty() {
+        return Ok(());
+    }
+    debug_assert!(es.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    let backend = c.get_database_backend();
+    let placeholders = placeholder_rows(backend == DbBackend::Postgres, 0, es.len(), 11);
+    let sql = format!(
+        "INSERT INTO audit_entries (seq, at_us, actor_key_id, actor_role, action, purpose, \
+         subject_ref, attributes, outcome, request_id, leaf_hash) VALUES {placeholders}"
+    );
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(es.len() * 11);
     for e in es {
         values.extend([
             e.seq.into(),
@@ -208,24 +299,9 @@ pub async fn insert_entries_if_next_after<C: ConnectionTrait>(
             e.leaf_hash.clone().into(),
         ]);
     }
-    values.push(first.seq.into());
-    let res = c
-        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+    c.execute_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?;
-    // SQLite counts the rows of both statements; PostgreSQL those of the entries' insert.
-    let counted_before = if pg { 0 } else { before_rows };
-    match res.rows_affected().checked_sub(counted_before) {
-        Some(0) => Ok(false),
-        Some(n) if n == es.len() as u64 => Ok(true),
-        _ => Err(StoreError::Corrupt {
-            table: "audit_entries",
-            reason: format!(
-                "{} rows written, for {before_rows} changes and {} entries",
-                res.rows_affected(),
-                es.len()
-            ),
-        }),
-    }
+    Ok(())
 }
 
 /// Entries with `seq >= from`, in order, at most `limit`.

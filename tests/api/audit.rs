@@ -28,6 +28,8 @@ async fn app_with_ten_entries() -> (TestApp, String) {
     for _ in 0..8 {
         app.create_key("dpo").await;
     }
+    // Every entry in its place before a test edits the tables.
+    app.settle_audit().await;
     (app, auditor)
 }
 
@@ -291,11 +293,11 @@ async fn when_the_audit_log_cannot_be_written_the_change_is_refused_and_nothing_
                 "CREATE FUNCTION audit_block() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'audit blocked'; END $$ LANGUAGE plpgsql",
             )
             .await;
-            app.exec("CREATE TRIGGER audit_block BEFORE INSERT ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_block()")
+            app.exec("CREATE TRIGGER audit_block BEFORE INSERT ON audit_pending FOR EACH ROW EXECUTE FUNCTION audit_block()")
                 .await;
         }
         _ => {
-            app.exec("CREATE TRIGGER audit_block BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'audit blocked'); END")
+            app.exec("CREATE TRIGGER audit_block BEFORE INSERT ON audit_pending BEGIN SELECT RAISE(ABORT, 'audit blocked'); END")
                 .await;
         }
     }
@@ -367,4 +369,81 @@ async fn two_gateway_nodes_on_one_database_share_one_gap_free_sequence() {
     }
     let report = a.verify().await.expect("the shared log verifies");
     assert_eq!(report.entries, 41);
+}
+
+/// Entries are placed in the order they became visible, each once: a transaction still
+/// open keeps its entry pending (not placed, not lost), one that rolls back leaves none,
+/// and an entry committed later than a younger one is placed after it. Only PostgreSQL
+/// lets two writers hold open transactions at once; on SQLite writers take turns.
+#[tokio::test]
+async fn pending_entries_are_placed_once_their_transaction_commits_and_only_then() {
+    use consentry::audit::{NewEntry, Outcome};
+    use consentry::domain::Actor;
+    let app = spawn_app().await;
+    let audit = &app.state.audit;
+    let entry = |action: &str| NewEntry::new(Actor::anonymous(), action, Outcome::Ok);
+    let size = audit.settle(&app.db).await.expect("settle");
+    let actions = "SELECT COUNT(*) FROM audit_entries WHERE action LIKE 'test.%'";
+
+    let rolled_back = app.db.begin_write().await.unwrap();
+    audit
+        .append(&rolled_back, entry("test.rolled_back"))
+        .await
+        .unwrap();
+    rolled_back.rollback().await.unwrap();
+
+    if app.backend() == sea_orm::DbBackend::Postgres {
+        let older = app.db.begin_write().await.unwrap();
+        audit.append(&older, entry("test.older")).await.unwrap();
+        audit.record(&app.db, entry("test.younger")).await.unwrap();
+        // The older entry's transaction is still open: only the younger one is placed.
+        assert_eq!(audit.settle(&app.db).await.unwrap(), size + 1);
+        older.commit().await.unwrap();
+        assert_eq!(audit.settle(&app.db).await.unwrap(), size + 2);
+        let placed: Vec<String> = consentry::audit::entries(&app.db, Some(size - 1), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(placed, ["test.younger", "test.older"]);
+    } else {
+        audit.record(&app.db, entry("test.younger")).await.unwrap();
+        audit.record(&app.db, entry("test.older")).await.unwrap();
+    }
+    assert_eq!(
+        app.scalar_i64(actions).await,
+        2,
+        "none for the rolled-back one"
+    );
+    assert_eq!(app.count("audit_pending", "").await, 0);
+    let report = app.verify().await.expect("the log verifies");
+    assert_eq!(report.entries, size + 2);
+}
+
+/// An entry appended by a request is placed by the node's sequencer on its own, within
+/// moments, without anyone reading the log.
+#[tokio::test]
+async fn the_sequencer_places_entries_without_a_reader() {
+    let app = spawn_app().await;
+    app.create_key("dpo").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let sql = sea_orm::Statement::from_string(
+            app.backend(),
+            "SELECT COUNT(*) FROM audit_pending".to_owned(),
+        );
+        let row = sea_orm::ConnectionTrait::query_one_raw(app.db.conn(), sql)
+            .await
+            .unwrap()
+            .unwrap();
+        if row.try_get_by_index::<i64>(0).unwrap() == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still pending after 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -244,7 +244,10 @@ async fn end_state(c: &Client, dpo: &str, id: &str, db_url: &str) -> Value {
         ("suppressions", "SELECT COUNT(*) FROM suppressions"),
         (
             "erase entries",
-            "SELECT COUNT(*) FROM audit_entries WHERE action = 'subject.erase'",
+            &format!(
+                "SELECT COUNT(*) FROM {} WHERE action = 'subject.erase'",
+                crate::crash_loss::COMMITTED_ENTRIES
+            ),
         ),
     ] {
         let row = db

@@ -174,6 +174,11 @@ impl Node {
     }
 }
 
+/// Every audit entry committed, placed in the log or still pending (a process killed
+/// right after a commit leaves its entries for the next start's sequencer to place).
+pub(crate) const COMMITTED_ENTRIES: &str = "(SELECT action, attributes FROM audit_entries \
+    UNION ALL SELECT action, attributes FROM audit_pending) AS e";
+
 /// A direct connection to the test's database, for counting what is stored.
 pub(crate) struct Probe(Db);
 
@@ -486,7 +491,7 @@ async fn erasure_counts(db: &str) -> Value {
         ("suppressions", "SELECT COUNT(*) FROM suppressions"),
         (
             "erase entries",
-            "SELECT COUNT(*) FROM audit_entries WHERE action = 'subject.erase'",
+            &format!("SELECT COUNT(*) FROM {COMMITTED_ENTRIES} WHERE action = 'subject.erase'"),
         ),
     ] {
         out.insert(name.into(), json!(probe.count(sql).await));
@@ -774,7 +779,7 @@ async fn exports_consistent(db: &str) -> Vec<(String, String, i64)> {
         let kept: bool = r.try_get_by_index(4).expect("members_kept");
         let entries = probe
             .strings(&format!(
-                "SELECT attributes FROM audit_entries WHERE action = \
+                "SELECT attributes FROM {COMMITTED_ENTRIES} WHERE action = \
                  'disclosure.segment_export' AND attributes LIKE '%\"export:{id}\"%'"
             ))
             .await;

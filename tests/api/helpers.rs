@@ -321,7 +321,21 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// Places every committed audit entry still pending (as the gateway's sequencer does
+    /// within moments), so that a test reading the log's tables sees what was appended.
+    pub async fn settle_audit(&self) {
+        self.state
+            .audit
+            .settle(&self.db)
+            .await
+            .expect("settle the audit log");
+    }
+
+    /// A query's one integer; the audit log is settled first when the query reads it.
     pub async fn scalar_i64(&self, sql: &str) -> i64 {
+        if sql.contains("audit_") {
+            self.settle_audit().await;
+        }
         let row = self
             .db
             .conn()
@@ -346,6 +360,7 @@ impl TestApp {
     pub async fn verify(
         &self,
     ) -> Result<consentry::audit::VerifyReport, consentry::audit::VerifyError> {
+        self.settle_audit().await;
         consentry::audit::verify(&self.db, &self.keyring.get()).await
     }
 }

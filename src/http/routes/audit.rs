@@ -94,6 +94,7 @@ pub async fn entries(
             "limit must be between 1 and 1000",
         ));
     }
+    state.audit.settle(&state.db).await?;
     let entries = audit::entries(&state.db, q.after, limit).await?;
     let next_after = (entries.len() as u64 == limit)
         .then(|| entries.last().map(|e| e.seq))
@@ -139,6 +140,7 @@ pub async fn checkpoint(
     state: web::Data<AppState>,
     _auth: Authorized<AuditorOnly>,
 ) -> Result<HttpResponse, ApiError> {
+    state.audit.settle(&state.db).await?;
     let Some(cp) = audit::latest_checkpoint(&state.db).await? else {
         return Err(ApiError::new(
             ErrorCode::NotFound,
@@ -198,10 +200,8 @@ pub async fn proof(
     q: Query<ProofQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = q.parse()?;
-    let size = match q.size {
-        Some(s) => s,
-        None => audit::head_size(&state.db).await?,
-    };
+    let head = state.audit.settle(&state.db).await?;
+    let size = q.size.unwrap_or(head);
     let p = audit::inclusion_proof(&state.db, *seq, size).await?;
     Ok(HttpResponse::Ok().json(InclusionView {
         seq: p.seq,
@@ -244,6 +244,7 @@ pub async fn consistency(
     q: Query<ConsistencyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = q.parse()?;
+    state.audit.settle(&state.db).await?;
     let p = audit::consistency_proof(&state.db, q.from, q.to).await?;
     Ok(HttpResponse::Ok().json(ConsistencyView {
         from: p.from,
