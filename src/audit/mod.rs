@@ -56,6 +56,11 @@ pub struct CheckpointKey {
 /// The most pending entries one sequencer transaction places.
 const SETTLE_BATCH: u64 = 500;
 
+/// How long the sequencer waits after an append before placing what is pending: time for
+/// the appending transaction to commit, and under steady writes, a batch of entries a
+/// transaction (at most 20 sequencer transactions a second).
+const SETTLE_DELAY: Duration = Duration::from_millis(50);
+
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     keyring: SharedKeyring,
@@ -134,8 +139,23 @@ impl AuditLog {
     /// Records an entry that goes with no other change (a refusal, a token issued), in a
     /// transaction of its own.
     pub async fn record(&self, db: &Db, new: NewEntry) -> Result<(), AuditError> {
+        self.commit_alone(db, None, new).await
+    }
+
+    /// Commits `change` (a statement that writes exactly one row, if any) with its entry,
+    /// on their own: on PostgreSQL one statement, which is its own transaction (one round
+    /// trip); on SQLite a write transaction around the two.
+    pub async fn commit_alone(
+        &self,
+        db: &Db,
+        change: Option<sea_orm::Statement>,
+        new: NewEntry,
+    ) -> Result<(), AuditError> {
+        if db.backend() == sea_orm::DbBackend::Postgres {
+            return self.append_with(db.conn(), change, new).await;
+        }
         let txn = db.begin_write().await?;
-        self.append(&txn, new).await?;
+        self.append_with(&txn, change, new).await?;
         txn.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
@@ -177,8 +197,8 @@ impl AuditLog {
     }
 
     /// This node's sequencer: after an append (and at least every 250 ms, for entries
-    /// other processes appended) it waits a moment for the appending transaction to
-    /// commit, then places what is pending, as long as entries keep arriving. It runs
+    /// other processes appended) it waits [`SETTLE_DELAY`] for the appending transaction
+    /// to commit, then places what is pending, as long as entries keep arriving. It runs
     /// until the runtime stops.
     pub fn start_sequencer(&self, db: Db) -> tokio::task::JoinHandle<()> {
         let log = self.clone();
@@ -190,7 +210,7 @@ impl AuditLog {
                     _ = tick.tick() => {}
                 }
                 loop {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(SETTLE_DELAY).await;
                     match store::audit::has_pending(db.conn()).await {
                         Ok(false) => break,
                         Ok(true) => {

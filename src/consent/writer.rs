@@ -1,12 +1,14 @@
-//! Group commit for consent records. A node's `POST /v1/consents` requests hand their
-//! checked record and its audit entry to one writer task, which commits whatever has
-//! queued meanwhile (at most [`MAX_BATCH`]) in one transaction, each record with its own
-//! entry, and only then answers each request. A lone request waits for nobody: the
-//! writer takes what is there and commits at once. Under concurrent writes one `COMMIT`
-//! (on PostgreSQL one WAL flush) is shared by several records instead of paid by each.
+//! How consent records are committed. On SQLite, where writers take turns, a node's
+//! `POST /v1/consents` requests hand their checked record and its audit entry to one
+//! writer task, which commits whatever has queued meanwhile (at most [`MAX_BATCH`]) in one
+//! transaction, each record with its own entry, and only then answers each request: one
+//! `COMMIT` is shared by several records instead of paid by each. A lone request waits
+//! for nobody: the writer takes what is there and commits at once. If a batch fails, its
+//! records are committed again one to a transaction, so one bad record fails only its own
+//! request.
 //!
-//! If a batch fails, its records are committed again one to a transaction, so one bad
-//! record fails only its own request.
+//! On PostgreSQL each request commits its own record and entry, as one statement: there
+//! concurrent transactions commit side by side and share their WAL flushes.
 use tokio::sync::{mpsc, oneshot};
 
 use super::ConsentError;
@@ -29,7 +31,10 @@ struct Job {
 /// The handle requests write through; cloning it shares the one writer task.
 #[derive(Clone, Debug)]
 pub struct Writer {
-    jobs: mpsc::Sender<Job>,
+    /// The writer task's queue; `None` on PostgreSQL, where each record commits on its own.
+    jobs: Option<mpsc::Sender<Job>>,
+    db: Db,
+    audit: AuditLog,
 }
 
 impl std::fmt::Debug for Job {
@@ -39,18 +44,30 @@ impl std::fmt::Debug for Job {
 }
 
 impl Writer {
-    /// Starts the writer task on the current runtime. It ends when every handle is dropped.
+    /// Starts the writer task on the current runtime (on SQLite; it ends when every handle
+    /// is dropped). On PostgreSQL, where concurrent commits share WAL flushes and an audit
+    /// entry locks nothing shared, a record and its entry go as one statement, its own
+    /// transaction, from the request itself: one round trip, no queue.
     pub fn start(db: Db, audit: AuditLog) -> Self {
-        let (jobs, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(db, audit, rx));
-        Self { jobs }
+        let jobs = (db.backend() != sea_orm::DbBackend::Postgres).then(|| {
+            let (jobs, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(run(db.clone(), audit.clone(), rx));
+            jobs
+        });
+        Self { jobs, db, audit }
     }
 
     /// Commits `row` with `entry`; returns once both are committed (or refused).
     pub async fn write(&self, row: ConsentRow, entry: NewEntry) -> Result<(), ConsentError> {
+        let Some(jobs) = &self.jobs else {
+            let insert = repo::insert_statement(self.db.backend(), &row);
+            self.audit
+                .commit_alone(&self.db, Some(insert), entry)
+                .await?;
+            return Ok(());
+        };
         let (done, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { row, entry, done })
+        jobs.send(Job { row, entry, done })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
