@@ -311,54 +311,47 @@ impl Ledger<'_> {
             kind,
             value,
         } = check(self.policies, req, self.now)?;
-        let mut subject = self.find(&kind, &value).await?;
-        if subject.is_none() {
-            self.create(&kind, &value).await?;
-            subject = self.find(&kind, &value).await?;
-        }
-        // The ingest path creates nobody whose identifier is on the suppression list.
-        let subject = subject.ok_or(ConsentError::Suppressed)?;
         let status = if req.status == "granted" && double_opt_in && req.method != "double_opt_in" {
             "pending"
         } else {
             req.status.as_str()
         };
-        let row = ConsentRow {
-            id: uuid::Uuid::now_v7().simple().to_string(),
-            subject_id: subject.clone(),
-            consent: consent.clone(),
-            status: status.to_owned(),
-            method: req.method.clone(),
-            source: req.source.trim().to_owned(),
-            notice_version: req.notice_version.clone(),
-            captured_at: captured.unix_micros(),
-            recorded_at: self.now.unix_micros(),
-            recorded_by: self.actor.key_id.clone(),
-            proof: proof
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|e| invalid(format!("proof: {e}")))?,
-        };
-        let entry = NewEntry {
-            subject_ref: Some(self.audit.subject_ref(&subject)?),
-            ..NewEntry::new(self.actor.clone(), "consent.record", Outcome::Ok)
+        let record = writer::Unplaced {
+            kind: kind.clone(),
+            indexes: self.keyring.blind_indexes(&kind, &value),
+            // The subject is filled in once found, in the transaction that stores it.
+            row: ConsentRow {
+                id: uuid::Uuid::now_v7().simple().to_string(),
+                subject_id: String::new(),
+                consent: consent.clone(),
+                status: status.to_owned(),
+                method: req.method.clone(),
+                source: req.source.trim().to_owned(),
+                notice_version: req.notice_version.clone(),
+                captured_at: captured.unix_micros(),
+                recorded_at: self.now.unix_micros(),
+                recorded_by: self.actor.key_id.clone(),
+                proof: proof
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| invalid(format!("proof: {e}")))?,
+            },
+            entry: NewEntry::new(self.actor.clone(), "consent.record", Outcome::Ok)
                 .request_id(self.request_id.clone())
                 .attributes(vec![
                     format!("consent:{consent}"),
                     format!("status:{status}"),
-                ])
+                ]),
         };
-        match self.writer {
-            Some(writer) => writer.write(row.clone(), entry).await?,
-            None => {
-                // The record and its entry go to the database together: one round trip.
-                let txn = self.db.begin_write().await?;
-                let insert = repo::insert_statement(self.db.backend(), &row);
-                self.audit.append_with(&txn, Some(insert), entry).await?;
-                txn.commit().await.map_err(StoreError::from)?;
-            }
+        let mut stored = self.store(record.clone()).await?;
+        if stored.is_none() {
+            // Nobody has this identifier yet: the person is made first.
+            self.create(&kind, &value).await?;
+            stored = self.store(record).await?;
         }
+        // The ingest path creates nobody whose identifier is on the suppression list.
+        let row = stored.ok_or(ConsentError::Suppressed)?;
         let mut record = to_record(row);
         if status == "pending" {
             let expires = self.now.plus_seconds(self.confirm_ttl_secs);
@@ -488,11 +481,13 @@ impl Ledger<'_> {
         Ok(())
     }
 
-    async fn find(&self, kind: &str, value: &str) -> Result<Option<String>, ConsentError> {
-        let indexes = self.keyring.blind_indexes(kind, value);
-        Ok(profiles::subject_for(self.db.conn(), kind, &indexes)
-            .await?
-            .map(|r| r.subject_id))
+    /// Stores `record` for the subject its identifier names, with its audit entry:
+    /// through the node's writer, or else on its own. `None` when nobody has it.
+    async fn store(&self, record: writer::Unplaced) -> Result<Option<ConsentRow>, ConsentError> {
+        match self.writer {
+            Some(w) => w.write(record).await,
+            None => writer::commit_alone(self.db, self.audit, record).await,
+        }
     }
 
     /// The signed receipt of one record; audited.
