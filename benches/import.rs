@@ -8,11 +8,6 @@
 //! `CONSENTRY_BENCH_PG=postgres://...` adds PostgreSQL (at N/10 rows).
 mod common;
 
-// As the `consentry` binary does (src/main.rs), so the peak is the command's.
-#[cfg(target_os = "linux")]
-#[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;

@@ -4,6 +4,12 @@ use consentry::config::Settings;
 use sea_orm::ConnectionTrait;
 use secrecy::SecretString;
 
+/// The allocator the `consentry` binary runs with (src/main.rs), so a benchmark measures
+/// the gateway as shipped (and the import's peak memory is the command's).
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Settings for a benchmark gateway in `dir`: a fixed master key, no periodic checkpoint,
 /// SQLite `synchronous` from `CONSENTRY_BENCH_SQLITE_SYNC` (`normal` unless `full`).
 pub fn settings(dir: &std::path::Path, url: Option<String>) -> Settings {

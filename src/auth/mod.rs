@@ -1,7 +1,9 @@
 //! Authentication and roles. Guarantees:
 //! - API key secrets are 256-bit random values, stored only as argon2id hashes;
 //! - a verified token is cached (keyed by its SHA-256) for at most `token_cache_ttl_secs`,
-//!   which bounds how long a revoked key keeps working;
+//!   which bounds how long a revoked key keeps working; requests arriving at once with a
+//!   token not (or no longer) cached wait for one verification instead of each paying
+//!   argon2;
 //! - a failed attempt always pays a full argon2 verification, so it is never answered
 //!   faster than a success, and repeated failures from one address are refused (429);
 //! - OAuth access tokens are short-lived HS256 JWTs; a token of a revoked key is refused.
@@ -10,6 +12,7 @@ pub mod api_key;
 mod cache;
 mod limiter;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,10 +111,43 @@ pub struct Authenticator {
     clock: Arc<dyn Clock>,
     /// Verified callers, with the expiry (by the clock) of access tokens.
     cache: TtlCache<(Caller, Option<Timestamp>)>,
+    /// One verification at a time per token: requests arriving with a token that is not
+    /// (or no longer) cached wait for the first one's argon2 check and take its result
+    /// from the cache, instead of each paying argon2 at once.
+    verifying: Turns,
+    /// How many argon2 verifications this node has run (successes and failures).
+    verifications: std::sync::atomic::AtomicU64,
     access_ttl_secs: u64,
     /// A hash of nothing in particular, verified on failures so they cost what successes do.
     dummy_hash: String,
     pub limiter: FailureLimiter,
+}
+
+type Turns = std::sync::Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>;
+
+/// A request's turn to verify one token; see [`Authenticator::verification_turn`].
+struct Turn<'a> {
+    map: &'a Turns,
+    digest: [u8; 32],
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn<'_> {
+    /// Ends the turn, and forgets the token's lock once no other request holds or waits
+    /// for it (clones are made only under the map's lock, so the count cannot grow while
+    /// it is read here: the map's and this turn's are the last two).
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        if let Ok(mut map) = self.map.lock()
+            && map
+                .get(&self.digest)
+                .is_some_and(|l| Arc::ptr_eq(l, &self.lock))
+            && Arc::strong_count(&self.lock) == 2
+        {
+            map.remove(&self.digest);
+        }
+    }
 }
 
 impl Authenticator {
@@ -130,6 +166,8 @@ impl Authenticator {
             keyring,
             clock,
             cache: TtlCache::new(cache_ttl, cache_capacity),
+            verifying: std::sync::Mutex::new(HashMap::new()),
+            verifications: std::sync::atomic::AtomicU64::new(0),
             access_ttl_secs,
             dummy_hash: dummy.secret_hash,
             limiter: FailureLimiter::new(failures_per_minute),
@@ -146,9 +184,12 @@ impl Authenticator {
             });
         }
         let digest = sha256(token.as_bytes());
-        if let Some((caller, expires)) = self.cache.get(&digest)
-            && expires.is_none_or(|t| t > self.clock.now())
-        {
+        if let Some(caller) = self.cached(&digest) {
+            return Ok(caller);
+        }
+        let _turn = self.verification_turn(digest).await;
+        // Another request with this token may have been verified while this one waited.
+        if let Some(caller) = self.cached(&digest) {
             return Ok(caller);
         }
         let result = if token.starts_with(api_key::PREFIX) {
@@ -175,6 +216,41 @@ impl Authenticator {
         }
     }
 
+    fn count_verification(&self) {
+        self.verifications
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many argon2 verifications this node has run.
+    pub fn verifications(&self) -> u64 {
+        self.verifications
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn cached(&self, digest: &[u8; 32]) -> Option<Caller> {
+        self.cache
+            .get(digest)
+            .filter(|(_, expires)| expires.is_none_or(|t| t > self.clock.now()))
+            .map(|(caller, _)| caller)
+    }
+
+    /// Waits for this token's turn to verify: held until the returned guard is dropped
+    /// (also when the request is cancelled).
+    async fn verification_turn(&self, digest: [u8; 32]) -> Turn<'_> {
+        let lock = match self.verifying.lock() {
+            Ok(mut map) => map.entry(digest).or_default().clone(),
+            // A poisoned map only costs the sharing: verify alone.
+            Err(_) => Arc::default(),
+        };
+        let guard = lock.clone().lock_owned().await;
+        Turn {
+            map: &self.verifying,
+            digest,
+            lock,
+            guard: Some(guard),
+        }
+    }
+
     async fn verify_api_key(&self, token: &str) -> Result<(Caller, Option<Timestamp>), AuthError> {
         let parsed = api_key::parse(token);
         let row = match parsed {
@@ -185,6 +261,7 @@ impl Authenticator {
         let hash = row
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |r| r.secret_hash.clone());
+        self.count_verification();
         let matches = tokio::task::spawn_blocking(move || api_key::verify_secret(&secret, &hash))
             .await
             .unwrap_or(false);
@@ -223,6 +300,7 @@ impl Authenticator {
 
     /// Pays one argon2 verification, so a failure costs at least what a success does.
     async fn burn_dummy(&self) {
+        self.count_verification();
         let hash = self.dummy_hash.clone();
         let _ = tokio::task::spawn_blocking(move || api_key::verify_secret("x", &hash)).await;
     }

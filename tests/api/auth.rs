@@ -146,6 +146,27 @@ async fn a_key_revoked_elsewhere_stops_working_within_the_cache_bound() {
 }
 
 #[tokio::test]
+async fn requests_arriving_at_once_with_a_new_key_verify_it_once() {
+    let app = spawn_app().await;
+    let (_, secret) = app.create_key("dpo").await;
+    let before = app.state.auth.verifications();
+    let calls = (0..8).map(|_| app.get("/v1/whoami", Some(&secret)));
+    for resp in futures_util::future::join_all(calls).await {
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(app.state.auth.verifications() - before, 1);
+    // A wrong secret is verified on every attempt: failures are never cached or shared.
+    let last = if secret.ends_with('A') { 'B' } else { 'A' };
+    let wrong = format!("{}{last}", &secret[..secret.len() - 1]);
+    let before = app.state.auth.verifications();
+    let calls = (0..3).map(|_| app.get("/v1/whoami", Some(&wrong)));
+    for resp in futures_util::future::join_all(calls).await {
+        assert_eq!(resp.status(), 401);
+    }
+    assert_eq!(app.state.auth.verifications() - before, 3);
+}
+
+#[tokio::test]
 async fn repeated_failures_from_one_client_are_refused_with_retry_after() {
     let app = spawn_app_with(Options {
         auth_failures_per_minute: 3,
