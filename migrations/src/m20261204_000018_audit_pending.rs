@@ -1,6 +1,6 @@
 //! Audit entries are written as pending rows inside the transaction of the change they
 //! record, and a sequencer later gives them their place in the log (their sequence
-//! number, hence their leaf) in order of arrival. An appending transaction no longer
+//! number, hence their leaf), oldest first among those committed. An appending transaction no longer
 //! holds the log's head until it commits, so audited writes commit side by side.
 //!
 //! On PostgreSQL the head now advances once per inserting statement (a statement
@@ -60,6 +60,25 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
+        // A pending entry records a committed change: dropping it would lose it. Settle
+        // the log first (`consentry audit verify` does, as does stopping the gateway).
+        if manager.has_table("audit_pending").await? {
+            let waiting = db
+                .query_one_raw(sea_orm_migration::sea_orm::Statement::from_string(
+                    manager.get_database_backend(),
+                    "SELECT COUNT(*) AS n FROM audit_pending",
+                ))
+                .await?
+                .map(|r| r.try_get::<i64>("", "n"))
+                .transpose()?
+                .unwrap_or(0);
+            if waiting > 0 {
+                return Err(DbErr::Migration(format!(
+                    "{waiting} audit entries are still pending: settle the log first \
+                     (stop the gateway, or run `consentry audit verify`), then migrate down"
+                )));
+            }
+        }
         db.execute_unprepared("DROP TABLE IF EXISTS audit_pending")
             .await?;
         if manager.get_database_backend() == DatabaseBackend::Postgres {

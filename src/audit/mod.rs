@@ -2,8 +2,9 @@
 //! - an entry is appended inside the transaction of the change it records, so both commit
 //!   or neither does (callers pass their transaction). It is appended as a pending row,
 //!   which locks nothing shared: audited transactions commit side by side;
-//! - a sequencer ([`AuditLog::settle`]) gives committed pending entries their place, in
-//!   order of arrival, under the log's head lock: one gap-free sequence kept by the
+//! - a sequencer ([`AuditLog::settle`]) gives committed pending entries their place,
+//!   oldest first among those committed when it runs (an entry whose transaction commits
+//!   later is placed later), under the log's head lock: one gap-free sequence kept by the
 //!   database, whatever the number of gateway nodes. Every node runs one
 //!   ([`AuditLog::start_sequencer`]), and every reader of the log settles it first, so a
 //!   committed entry is placed within moments and always before it could be read;
@@ -215,6 +216,8 @@ impl AuditLog {
                         Ok(false) => break,
                         Ok(true) => {
                             if let Err(e) = log.settle(&db).await {
+                                metrics::counter!("consentry_audit_settle_failures_total")
+                                    .increment(1);
                                 tracing::warn!(error = %e, "placing pending audit entries failed");
                                 break;
                             }

@@ -447,3 +447,46 @@ async fn the_sequencer_places_entries_without_a_reader() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn migrating_down_past_the_pending_table_is_refused_while_entries_wait_there() {
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::ConnectionTrait;
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::helpers::fresh_database_url(dir.path()).await;
+    let db = crate::helpers::connect(&url, 1).await;
+    db.migrate().await.unwrap();
+    let conn = db.conn();
+    conn.execute_unprepared(
+        "INSERT INTO audit_pending (at_us, actor_key_id, actor_role, action, attributes, outcome) \
+         VALUES (1, 'k', 'admin', 'keys.create', '[]', 'ok')",
+    )
+    .await
+    .unwrap();
+    let err = Migrator::down(conn, Some(1)).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("1 audit entries are still pending"),
+        "{err}"
+    );
+    let left = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.backend(),
+            "SELECT COUNT(*) AS n FROM audit_pending",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(left, 1);
+    conn.execute_unprepared("DELETE FROM audit_pending")
+        .await
+        .unwrap();
+    Migrator::down(conn, Some(1)).await.unwrap();
+    assert_eq!(
+        Migrator::get_pending_migrations(conn).await.unwrap().len(),
+        1
+    );
+    db.close().await.ok();
+}
