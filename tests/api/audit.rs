@@ -490,3 +490,41 @@ async fn migrating_down_past_the_pending_table_is_refused_while_entries_wait_the
     );
     db.close().await.ok();
 }
+
+#[tokio::test]
+async fn the_log_verifies_while_the_sequencer_keeps_placing_entries() {
+    let app = spawn_app().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (client, url, stop) = (app.client.clone(), app.url("/v1/whoami"), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            // Unauthenticated calls: each appends a denial entry, placed by the sequencer.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut sizes = Vec::new();
+    for _ in 0..30 {
+        // No settling first: the sequencer places entries while the log is read.
+        let report = consentry::audit::verify(&app.db, &app.keyring.get())
+            .await
+            .expect("a growing log verifies");
+        sizes.push(report.entries);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let appended = writer.await.unwrap();
+    assert!(
+        appended > 0 && sizes.windows(2).all(|w| w[0] <= w[1]),
+        "{sizes:?}"
+    );
+    assert!(
+        sizes.last() > sizes.first(),
+        "the log grew while it was verified: {sizes:?}"
+    );
+    assert!(app.verify().await.is_ok());
+}
