@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sea_orm::Value;
+use sea_orm::{ConnectionTrait, Value};
 use serde_json::json;
 
 const WRITES: usize = 10_000;
@@ -18,20 +18,22 @@ const CLIENTS: usize = 4;
 const PEOPLE: usize = 200;
 
 /// The baseline: the same row, plain INSERT, one transaction each, 4 writers; rows/s.
-async fn plain_inserts(db: &consentry::store::Db) -> f64 {
+/// The rows name the people the gateway's records are about (`subjects`), as a record
+/// must on PostgreSQL.
+async fn plain_inserts(db: &consentry::store::Db, subjects: &Arc<Vec<String>>) -> f64 {
     let db = db.clone();
     let backend = db.backend();
     let db = Arc::new(db);
     let t = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
-        let db = Arc::clone(&db);
+        let (db, subjects) = (Arc::clone(&db), Arc::clone(subjects));
         tasks.push(tokio::spawn(async move {
             for i in (c..WRITES).step_by(CLIENTS) {
                 let sql = format!("INSERT INTO consents (id, subject_id, consent, status, method, source, notice_version, captured_at, recorded_at, recorded_by, proof) VALUES ({})", common::placeholders(backend, 1, 11));
                 let values: Vec<Value> = vec![
                     uuid::Uuid::new_v4().simple().to_string().into(),
-                    format!("subject-{}", i % PEOPLE).into(),
+                    subjects[i % subjects.len()].clone().into(),
                     "personalization".to_owned().into(),
                     "granted".to_owned().into(),
                     "web_form".to_owned().into(),
@@ -71,10 +73,24 @@ async fn run(label: &str, url: Option<String>) {
         .await
         .expect("people");
     assert_eq!(r.status(), 200);
+    let subjects: Vec<String> = state
+        .db
+        .conn()
+        .query_all_raw(sea_orm::Statement::from_string(
+            state.db.backend(),
+            "SELECT id FROM subjects",
+        ))
+        .await
+        .expect("subjects")
+        .iter()
+        .map(|r| r.try_get_by_index(0).expect("id"))
+        .collect();
+    assert_eq!(subjects.len(), PEOPLE);
+    let subjects = Arc::new(subjects);
 
     // The baseline runs before and after the gateway's writes (the tables grow, and the
     // machine's pace drifts); the ratio is against the mean of the two.
-    let raw_before = plain_inserts(&state.db).await;
+    let raw_before = plain_inserts(&state.db, &subjects).await;
     let t = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
@@ -107,7 +123,7 @@ async fn run(label: &str, url: Option<String>) {
     }
     let ours = WRITES as f64 / t.elapsed().as_secs_f64();
     lat.sort();
-    let raw_after = plain_inserts(&state.db).await;
+    let raw_after = plain_inserts(&state.db, &subjects).await;
     let raw = (raw_before + raw_after) / 2.0;
 
     println!(

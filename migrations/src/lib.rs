@@ -19,6 +19,7 @@ mod m20261203_000015_template_partials;
 mod m20261204_000016_policy_sets;
 mod m20261204_000017_events_by_message_first;
 mod m20261204_000018_audit_pending;
+mod m20261204_000019_consents_need_their_subject;
 
 pub struct Migrator;
 
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000016_policy_sets::Migration),
             Box::new(m20261204_000017_events_by_message_first::Migration),
             Box::new(m20261204_000018_audit_pending::Migration),
+            Box::new(m20261204_000019_consents_need_their_subject::Migration),
         ]
     }
 }

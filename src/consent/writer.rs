@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ConsentError;
-use crate::audit::{AuditLog, NewEntry};
+use crate::audit::{AuditError, AuditLog, NewEntry};
 use crate::store::consents::{self as repo, ConsentRow};
 use crate::store::{Db, StoreError, profiles};
 
@@ -109,8 +109,14 @@ pub async fn commit_alone(db: &Db, audit: &AuditLog, record: Unplaced) -> Answer
     };
     let (row, entry) = record.about(audit, found.subject_id)?;
     let insert = repo::insert_statement(db.backend(), &row);
-    audit.commit_alone(db, Some(insert), entry).await?;
-    Ok(Some(row))
+    match audit.commit_alone(db, Some(insert), entry).await {
+        Ok(()) => Ok(Some(row)),
+        // The subject was erased after the look-up (PostgreSQL: the record's foreign key,
+        // migration 19): nothing was stored, and the request answers as for a person not
+        // found, which the suppression list then refuses.
+        Err(AuditError::Store(e)) if e.is_missing_reference() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The writer task is gone (the runtime is shutting down): nothing was written.

@@ -65,6 +65,19 @@ impl StoreError {
         matches!(err.as_ref(), sea_orm::sqlx::Error::Database(e)
             if e.code().is_some_and(|c| matches!(c.as_ref(), "40P01" | "40001")))
     }
+
+    /// A row named a row of another table that does not exist (PostgreSQL 23503
+    /// foreign_key_violation): e.g. a consent record whose subject was erased meanwhile.
+    pub fn is_missing_reference(&self) -> bool {
+        let StoreError::Db(
+            DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)),
+        ) = self
+        else {
+            return false;
+        };
+        matches!(err.as_ref(), sea_orm::sqlx::Error::Database(e)
+            if e.code().is_some_and(|c| c.as_ref() == "23503"))
+    }
 }
 
 impl From<DbErr> for StoreError {

@@ -531,6 +531,14 @@ async fn several_records_and_their_entries_go_in_together_or_not_at_all() {
     use consentry::store::consents::{ConsentRow, insert_many_statement};
     let app = spawn_app().await;
     let audit = &app.state.audit;
+    // The five people the records are about (a record must name a subject that exists).
+    for i in 0..5 {
+        app.exec(&format!(
+            "INSERT INTO subjects (id, status, created_at, first_seen_at, last_seen_at) \
+             VALUES ('s{i}', 'active', 1, 1, 1)"
+        ))
+        .await;
+    }
     let rows = |tag: &str| -> Vec<ConsentRow> {
         (0..5)
             .map(|i| ConsentRow {
@@ -574,4 +582,62 @@ async fn several_records_and_their_entries_go_in_together_or_not_at_all() {
     assert_eq!(app.count("consents", "").await, 5);
     assert_eq!(app.count("audit_entries", records).await, 5);
     assert_eq!(app.count("audit_pending", "").await, 0);
+}
+
+/// A record whose subject is erased between its look-up and its insert is not stored: on
+/// PostgreSQL the record names its subject by a foreign key (migration 19), and the
+/// request then answers as for an erased person. The erasure is simulated by deleting the
+/// subject's row and leaving its identifier, so the look-up still finds it.
+#[tokio::test]
+async fn a_record_for_a_subject_erased_after_its_look_up_is_not_stored() {
+    let app = spawn_app().await;
+    if app.backend() != sea_orm::DbBackend::Postgres {
+        // SQLite's writer looks the subject up inside the inserting transaction.
+        return;
+    }
+    let dpo = app.create_key("dpo").await.1;
+    let body = serde_json::json!({"subject": {"email": "gone@example.com"},
+        "purpose": "email_marketing", "status": "granted", "method": "web_form",
+        "source": "test"});
+    let resp = app.post_json("/v1/consents", Some(&dpo), &body).await;
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let subject: String = sea_orm::ConnectionTrait::query_one_raw(
+        app.db.conn(),
+        sea_orm::Statement::from_string(app.backend(), "SELECT subject_id FROM consents"),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get_by_index(0)
+    .unwrap();
+    // The erasure as the look-up did not see it: the person's rows, records and data key
+    // gone and the address on the suppression list, but its identifier still found.
+    app.exec(&format!(
+        "DELETE FROM subject_keys WHERE subject_id = '{subject}'; \
+         DELETE FROM aggregates WHERE subject_id = '{subject}'; \
+         DELETE FROM subjects WHERE id = '{subject}'"
+    ))
+    .await;
+    assert_eq!(
+        app.count("consents", "").await,
+        0,
+        "the records go with their subject"
+    );
+    let hash = app
+        .keyring
+        .get()
+        .suppression_hash("email", "gone@example.com")
+        .unwrap();
+    consentry::store::suppressions::insert_all(
+        app.db.conn(),
+        &[("email".to_owned(), hash)],
+        "erasure",
+        1,
+    )
+    .await
+    .unwrap();
+    let resp = app.post_json("/v1/consents", Some(&dpo), &body).await;
+    assert_ne!(resp.status(), 201);
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+    assert_eq!(app.count("consents", "").await, 0);
 }
