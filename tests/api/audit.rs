@@ -463,6 +463,16 @@ async fn migrating_down_past_the_pending_table_is_refused_while_entries_wait_the
     )
     .await
     .unwrap();
+    // The migrations after the one that made the table go first.
+    let all = Migrator::migrations();
+    let at = all
+        .iter()
+        .position(|m| m.name() == "m20261204_000018_audit_pending")
+        .unwrap();
+    let later = u32::try_from(all.len() - at - 1).unwrap();
+    if later > 0 {
+        Migrator::down(conn, Some(later)).await.unwrap();
+    }
     let err = Migrator::down(conn, Some(1)).await.unwrap_err();
     assert!(
         err.to_string()
@@ -486,7 +496,7 @@ async fn migrating_down_past_the_pending_table_is_refused_while_entries_wait_the
     Migrator::down(conn, Some(1)).await.unwrap();
     assert_eq!(
         Migrator::get_pending_migrations(conn).await.unwrap().len(),
-        1
+        later as usize + 1
     );
     db.close().await.ok();
 }
