@@ -56,19 +56,17 @@ impl StoreError {
     /// 40P01 deadlock_detected, 40001 serialization_failure): it changed nothing, and
     /// running it again can succeed.
     pub fn is_transaction_conflict(&self) -> bool {
-        let StoreError::Db(
-            DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)),
-        ) = self
-        else {
-            return false;
-        };
-        matches!(err.as_ref(), sea_orm::sqlx::Error::Database(e)
-            if e.code().is_some_and(|c| matches!(c.as_ref(), "40P01" | "40001")))
+        self.has_code(&["40P01", "40001"])
     }
 
     /// A row named a row of another table that does not exist (PostgreSQL 23503
     /// foreign_key_violation): e.g. a consent record whose subject was erased meanwhile.
     pub fn is_missing_reference(&self) -> bool {
+        self.has_code(&["23503"])
+    }
+
+    /// The database refused the statement with one of these SQLSTATE codes.
+    fn has_code(&self, codes: &[&str]) -> bool {
         let StoreError::Db(
             DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)),
         ) = self
@@ -76,7 +74,7 @@ impl StoreError {
             return false;
         };
         matches!(err.as_ref(), sea_orm::sqlx::Error::Database(e)
-            if e.code().is_some_and(|c| c.as_ref() == "23503"))
+            if e.code().is_some_and(|c| codes.contains(&c.as_ref())))
     }
 }
 
