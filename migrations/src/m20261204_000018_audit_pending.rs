@@ -1,7 +1,8 @@
 //! Audit entries are written as pending rows inside the transaction of the change they
 //! record, and a sequencer later gives them their place in the log (their sequence
-//! number, hence their leaf), oldest first among those committed. An appending transaction no longer
-//! holds the log's head until it commits, so audited writes commit side by side.
+//! number, hence their leaf), oldest first among those committed. An appending
+//! transaction no longer holds the log's head until it commits, so audited writes commit
+//! side by side.
 //!
 //! On PostgreSQL the head now advances once per inserting statement (a statement
 //! trigger reading the rows it inserted) instead of once per row: the sequencer places
